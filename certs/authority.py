@@ -542,7 +542,9 @@ def _assess_serving(
 
 
 def _forced(verdict: _Verdict) -> _Verdict:
-    return _Verdict(None, "forced", existed=verdict.existed)
+    if not verdict.existed:
+        return verdict  # nothing to force: it is being created anyway
+    return _Verdict(None, "forced", existed=True)
 
 
 def ensure_certificates(
@@ -602,9 +604,8 @@ def ensure_certificates(
 
     _ensure_directory(paths.cert_dir)
     with _directory_lock(paths.cert_dir):
-        if not force:
-            # Another process may have done the work while we waited for the lock.
-            ca, serving = assess()
+        # Another process may have done the work while we waited for the lock.
+        ca, serving = assess()
         ca_pair = ca.pair
         if ca_pair is None:
             cert, key = create_ca(now=now, days=ca_days)

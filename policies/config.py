@@ -70,6 +70,13 @@ def load_policy(data: Any, source: str) -> PolicyConfig:
         return PolicyConfig()
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: a policy must be a mapping, got {type(data).__name__}")
+    rules = data.get("rules")
+    if isinstance(rules, dict):
+        for key in rules:
+            if key not in CATALOGUE:
+                raise PolicyError(
+                    f"{source}: rules.{key}: unknown rule id (see `snapguard rules` for the catalogue)"
+                )
     try:
         return PolicyConfig.model_validate(data)
     except ValidationError as error:

@@ -1,0 +1,611 @@
+"""Rules for VirtualMachineRestore CREATE (SPEC 2, "VirtualMachineRestore — CREATE").
+
+The platform (v0.14 - v1.8) checks these in its restore controller: a snapshot that is
+not ready leaves the restore Pending, a conflict fails it with
+`VirtualMachineRestoreConflict` after part of the work is done. These rules say so at
+`kubectl apply`.
+
+Every rule after `vmr-snapshot-ready` reads the restore plan (`policies.restore`: the
+objects the restore creates and their names after nameReplacements), decoded from the
+snapshot's Secret once per decision through `ctx.shared`. When the snapshot or its
+Secret is missing or unreadable there is no plan and those rules stay silent: the first
+two rules report it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .. import kinds
+from ..catalogue import Finding, RuleContext, RuleRequest, rule
+from ..models import (
+    KubeObject,
+    NameReplacement,
+    Secret,
+    VirtualDisk,
+    VirtualDiskSnapshot,
+    VirtualMachine,
+    VirtualMachineBlockDeviceAttachment,
+    VirtualMachineIPAddress,
+    VirtualMachineMACAddress,
+    VirtualMachineRestore,
+    VirtualMachineSnapshot,
+)
+from ..restore import (
+    RESTORED_KINDS,
+    RestoredObject,
+    RestorePlan,
+    SnapshotContentError,
+    decode_snapshot_secret,
+    plan_restore,
+    secret_data_bytes,
+)
+
+VMR = kinds.VIRTUAL_MACHINE_RESTORE
+SNAPSHOT_FIELD = "spec.virtualMachineSnapshotName"
+REPLACEMENTS_FIELD = "spec.nameReplacements"
+MODE_FIELD = "spec.restoreMode"
+FORCED = "Forced"
+
+# Kubernetes' DNS-1123 subdomain (k8s.io/apimachinery validation.IsDNS1123Subdomain).
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+MAX_NAME_LENGTH = 253
+# The platform's MaxVirtualMachineNameLen (`common/validate/validate.go`).
+MAX_VM_NAME_LENGTH = 63
+
+# How the platform's messages call each kind a restore creates.
+KIND_WORDS = {
+    kinds.VIRTUAL_MACHINE: "virtual machine",
+    kinds.VIRTUAL_DISK: "virtual disk",
+    kinds.VIRTUAL_MACHINE_IP_ADDRESS: "virtual machine ip address",
+    kinds.VIRTUAL_MACHINE_MAC_ADDRESS: "virtual machine mac address",
+    kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT: "virtual machine block device attachment",
+    kinds.SECRET: "provisioner secret",
+}
+MODELS: dict[str, type[KubeObject]] = {
+    kinds.VIRTUAL_MACHINE: VirtualMachine,
+    kinds.VIRTUAL_DISK: VirtualDisk,
+    kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT: VirtualMachineBlockDeviceAttachment,
+}
+
+
+# --- the restore plan, shared by the rules of one decision -------------------------
+
+
+@dataclass(frozen=True)
+class RestoreState:
+    """What one decision knows about the restore's source: the snapshot (None when
+    unnamed, missing or its kind not given), its decoded plan, or why the Secret cannot
+    be read. `disks_known` is False when the view has no VirtualDiskSnapshot kind, so
+    the plan lacks the restored disks; rules that need them call `ctx.needs`."""
+
+    snapshot: VirtualMachineSnapshot | None = None
+    secret: Secret | None = None
+    plan: RestorePlan | None = None
+    error: SnapshotContentError | None = None
+    disks_known: bool = True
+
+
+def _restore_state(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> RestoreState:
+    """The restore state, computed once per decision (the kinds it lacked count for
+    every rule that reads it)."""
+
+    def compute(inner: RuleContext) -> RestoreState:
+        name = req.obj.spec.virtual_machine_snapshot_name
+        if not name or not inner.needs(kinds.VIRTUAL_MACHINE_SNAPSHOT):
+            return RestoreState()
+        snapshot = inner.view.get(VirtualMachineSnapshot, req.namespace, name)
+        if snapshot is None:
+            return RestoreState()
+        secret_name = snapshot.status.virtual_machine_snapshot_secret_name
+        if not secret_name or not inner.needs(kinds.SECRET):
+            return RestoreState(snapshot)
+        secret = inner.view.get(Secret, req.namespace, secret_name)
+        if secret is None:
+            return RestoreState(snapshot)
+        content = decode_snapshot_secret(secret_name, secret.data)
+        if isinstance(content, SnapshotContentError):
+            return RestoreState(snapshot, secret, error=content)
+        disk_snapshot_names = snapshot.status.virtual_disk_snapshot_names
+        # Not `needs`: only the rules that read the disks lack them (they ask themselves).
+        disks_known = not disk_snapshot_names or inner.view.has_kind(kinds.VIRTUAL_DISK_SNAPSHOT)
+        disk_snapshots: dict[str, VirtualDiskSnapshot] = {}
+        if disks_known:
+            for disk_snapshot_name in disk_snapshot_names:
+                found = inner.view.get(VirtualDiskSnapshot, req.namespace, disk_snapshot_name)
+                if found is not None:
+                    disk_snapshots[disk_snapshot_name] = found
+        plan = plan_restore(
+            req.namespace, req.obj.spec.name_replacements, content, disk_snapshot_names, disk_snapshots
+        )
+        return RestoreState(snapshot, secret, plan, disks_known=disks_known)
+
+    state: RestoreState = ctx.shared("restore-plan", compute)
+    return state
+
+
+def _plan(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext, *, disks: bool = False) -> RestorePlan | None:
+    """The plan, or None when there is none. With `disks`, a plan whose disks could not
+    be looked up records the VirtualDiskSnapshot kind as needed."""
+    state = _restore_state(req, ctx)
+    if state.plan is not None and disks and not state.disks_known:
+        ctx.needs(kinds.VIRTUAL_DISK_SNAPSHOT)
+    return state.plan
+
+
+def _restore_uid(req: RuleRequest[VirtualMachineRestore]) -> str:
+    """The restore's uid: objects carrying it in the restore annotation were created by
+    this very restore and never conflict with it. A CREATE request often has no uid
+    yet; then nothing is exempt."""
+    return req.obj.metadata.uid or ""
+
+
+def _created_by_restore(obj: KubeObject, uid: str) -> bool:
+    return bool(uid) and obj.metadata.annotations.get(kinds.RESTORE_ANNOTATION) == uid
+
+
+def _forced(req: RuleRequest[VirtualMachineRestore]) -> bool:
+    return req.obj.spec.restore_mode == FORCED
+
+
+def _replacement_entry(kind: str, name: str, to: str) -> str:
+    """A nameReplacements entry as YAML flow style, to paste into the spec."""
+    return f"{{from: {{kind: {kind}, name: {name}}}, to: {to}}}"
+
+
+def _suggested_name(kind: str, name: str) -> str:
+    limit = MAX_VM_NAME_LENGTH if kind == kinds.VIRTUAL_MACHINE else MAX_NAME_LENGTH
+    suffix = "-restored"
+    return name[: limit - len(suffix)].rstrip("-.") + suffix
+
+
+def _rename_hint(plan: RestorePlan, obj: RestoredObject) -> str:
+    """How to restore `obj` under another name: change the entry that renamed it, or
+    add one."""
+    suggestion = _suggested_name(obj.kind, obj.restored_name)
+    if obj.replacement is not None:
+        return (
+            f"set spec.nameReplacements[{obj.replacement}].to to a free name, "
+            f'e.g. "{suggestion}"'
+        )
+    return "restore it under another name: add to spec.nameReplacements " + (
+        f"- {_replacement_entry(obj.kind, obj.original_name, suggestion)}"
+    )
+
+
+# --- rules -------------------------------------------------------------------------
+
+
+@rule(
+    "vmr-snapshot-exists",
+    kinds=(VMR,),
+    summary="the VirtualMachineSnapshot named by spec.virtualMachineSnapshotName exists",
+)
+def vmr_snapshot_exists(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    name = req.obj.spec.virtual_machine_snapshot_name
+    if not name:
+        yield Finding(
+            f'VirtualMachineRestore "{req.name}" names no virtual machine snapshot: '
+            "set spec.virtualMachineSnapshotName to the snapshot to restore from",
+            SNAPSHOT_FIELD,
+        )
+        return
+    if ctx.needs(kinds.VIRTUAL_MACHINE_SNAPSHOT) and ctx.view.get(
+        VirtualMachineSnapshot, req.namespace, name
+    ) is None:
+        yield Finding(
+            f'The virtual machine snapshot "{name}" not found in namespace "{req.namespace}": '
+            "the restore would wait for it in Pending; name an existing snapshot "
+            f"(kubectl get vmsnapshot -n {req.namespace})",
+            SNAPSHOT_FIELD,
+        )
+
+
+@rule(
+    "vmr-snapshot-ready",
+    kinds=(VMR,),
+    summary="the snapshot is Ready, its Secret is readable and its VirtualDiskSnapshots are Ready",
+)
+def vmr_snapshot_ready(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    state = _restore_state(req, ctx)
+    snapshot = state.snapshot
+    if snapshot is None:
+        return  # vmr-snapshot-exists reports it
+    name = snapshot.name
+    if snapshot.deleting:
+        yield Finding(
+            f'The virtual machine snapshot "{name}" is in the process of deleting: it cannot be '
+            "restored; restore from another snapshot",
+            SNAPSHOT_FIELD,
+        )
+        return
+    ready = snapshot.condition("VirtualMachineSnapshotReady")
+    if snapshot.phase != "Ready" or ready is None or ready.status != "True":
+        if snapshot.phase != "Ready":
+            why = f'it is in the "{snapshot.phase or "unknown"}" phase'
+        elif ready is None:
+            why = "it has no VirtualMachineSnapshotReady condition"
+        else:
+            why = f"its VirtualMachineSnapshotReady condition is {ready.status}" + (
+                f" ({ready.message.rstrip('.')})" if ready.message else ""
+            )
+        yield Finding(
+            f'Waiting for the virtual machine snapshot "{name}" to be ready for use: {why}; '
+            f"wait until it is Ready (kubectl get vmsnapshot {name} -n {req.namespace}), or take a "
+            "new snapshot if it Failed",
+            SNAPSHOT_FIELD,
+        )
+        return
+    secret_name = snapshot.status.virtual_machine_snapshot_secret_name
+    if not secret_name:
+        yield Finding(
+            f'The virtual machine snapshot "{name}" has no snapshot Secret '
+            "(status.virtualMachineSnapshotSecretName is empty), so there is nothing to restore "
+            "from; take a new snapshot",
+            SNAPSHOT_FIELD,
+        )
+    elif state.error is not None:
+        yield Finding(
+            f'The snapshot Secret "{secret_name}" of virtual machine snapshot "{name}" cannot be '
+            f"read: {state.error.message}; the Secret must stay as the platform wrote it, take a "
+            "new snapshot",
+            SNAPSHOT_FIELD,
+        )
+    elif state.secret is None and ctx.view.has_kind(kinds.SECRET):
+        yield Finding(
+            f'The snapshot Secret "{secret_name}" of virtual machine snapshot "{name}" not found: '
+            "the stored virtual machine is lost and cannot be restored; take a new snapshot",
+            SNAPSHOT_FIELD,
+        )
+    disk_snapshot_names = snapshot.status.virtual_disk_snapshot_names
+    if not disk_snapshot_names or not ctx.needs(kinds.VIRTUAL_DISK_SNAPSHOT):
+        return
+    for disk_snapshot_name in disk_snapshot_names:
+        disk_snapshot = ctx.view.get(VirtualDiskSnapshot, req.namespace, disk_snapshot_name)
+        if disk_snapshot is None:
+            yield Finding(
+                f'The virtual disk snapshot "{disk_snapshot_name}" not found: virtual machine '
+                f'snapshot "{name}" has lost it and its disk cannot be restored; take a new snapshot',
+                SNAPSHOT_FIELD,
+            )
+        elif disk_snapshot.phase != "Ready":
+            yield Finding(
+                f'The virtual disk snapshot "{disk_snapshot_name}" of virtual machine snapshot '
+                f'"{name}" is not ready to use: it is in the "{disk_snapshot.phase or "unknown"}" '
+                "phase; wait until it is Ready, or take a new snapshot if it Failed",
+                SNAPSHOT_FIELD,
+            )
+
+
+def _invalid_name_reason(name: str, kind: str | None) -> str | None:
+    if kind == kinds.VIRTUAL_MACHINE and len(name) > MAX_VM_NAME_LENGTH:
+        return f"is {len(name)} characters long, but a virtual machine name must be at most {MAX_VM_NAME_LENGTH}"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long, but a name must be at most {MAX_NAME_LENGTH}"
+    if not DNS1123_SUBDOMAIN.fullmatch(name):
+        return (
+            "is not a valid name: a lowercase RFC 1123 subdomain must consist of lower case "
+            "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
+            "character"
+        )
+    return None
+
+
+def _valid_name_like(name: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")
+    return cleaned or "restored"
+
+
+@rule(
+    "vmr-name-replacements",
+    kinds=(VMR,),
+    summary="nameReplacements give valid, distinct names to objects a restore creates",
+)
+def vmr_name_replacements(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    replacements: list[NameReplacement] = req.obj.spec.name_replacements
+    if not replacements:
+        return
+    seen: dict[tuple[str, str], int] = {}
+    for index, replacement in enumerate(replacements):
+        kind = replacement.from_.kind or ""
+        source_name = replacement.from_.name or ""
+        entry = f"spec.nameReplacements[{index}]"
+        to = replacement.to or ""
+        reason = _invalid_name_reason(to, kind)
+        if reason:
+            yield Finding(
+                f'{entry}.to "{to}" {reason}; choose a name such as "{_valid_name_like(to)[:MAX_VM_NAME_LENGTH]}"',
+                f"{entry}.to",
+            )
+        if kind and kind not in RESTORED_KINDS:
+            close = next((k for k in RESTORED_KINDS if k.lower() == kind.lower()), None)
+            fix = f'write "{close}"' if close else f"use one of {', '.join(RESTORED_KINDS)}"
+            yield Finding(
+                f'{entry}.from.kind "{kind}" is not a kind a restore creates, so the entry never '
+                f"applies; {fix}, or omit from.kind to match any kind",
+                f"{entry}.from.kind",
+            )
+        key = (kind, source_name)
+        if key in seen:
+            yield Finding(
+                f"{entry} has the same from as spec.nameReplacements[{seen[key]}] "
+                f"(kind {kind or '<any>'}, name {source_name}): only the first applies; remove one of them",
+                f"{entry}.from",
+            )
+        else:
+            seen[key] = index
+    plan = _plan(req, ctx, disks=True)
+    if plan is None:
+        return
+    vm = plan.vm
+    if vm.replacement is not None and not replacements[vm.replacement].from_.kind:
+        # An entry without from.kind that renames the VM: the VM's length limit applies.
+        if len(vm.restored_name) > MAX_VM_NAME_LENGTH:
+            entry = f"spec.nameReplacements[{vm.replacement}]"
+            yield Finding(
+                f'{entry}.to "{vm.restored_name}" renames virtual machine "{vm.original_name}" and '
+                f"is {len(vm.restored_name)} characters long, but a virtual machine name must be at "
+                f"most {MAX_VM_NAME_LENGTH}; choose a shorter name",
+                f"{entry}.to",
+            )
+    by_name: dict[tuple[str, str], RestoredObject] = {}
+    for obj in plan.objects:
+        if not obj.restored_name:
+            continue
+        other = by_name.setdefault((obj.kind, obj.restored_name), obj)
+        if other is obj or other.original_name == obj.original_name:
+            continue
+        yield Finding(
+            f"nameReplacements give two restored {KIND_WORDS[obj.kind]}s the same name "
+            f'"{obj.restored_name}" (from "{other.original_name}" and "{obj.original_name}"): only '
+            "one of them could be created; give each its own name",
+            REPLACEMENTS_FIELD,
+        )
+
+
+@rule(
+    "vmr-name-conflict",
+    kinds=(VMR,),
+    summary="(Safe mode) no VirtualMachine, VirtualDisk or VMBDA already exists under a restored name",
+)
+def vmr_name_conflict(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    mode = req.obj.spec.restore_mode
+    if mode not in (None, "", "Safe"):
+        return
+    plan = _plan(req, ctx, disks=True)
+    if plan is None:
+        return
+    uid = _restore_uid(req)
+    for obj in plan.objects:
+        model = MODELS.get(obj.kind)
+        if model is None or not obj.restored_name or not ctx.needs(obj.kind):
+            continue
+        existing = ctx.view.get(model, req.namespace, obj.restored_name)
+        if existing is None or _created_by_restore(existing, uid):
+            continue
+        yield Finding(
+            f'The {KIND_WORDS[obj.kind]} "{obj.restored_name}" already exists in namespace '
+            f'"{req.namespace}"; delete it first, {_rename_hint(plan, obj)}, or use '
+            "spec.restoreMode: Forced to restore over the existing virtual machine",
+            REPLACEMENTS_FIELD,
+        )
+
+
+def _attached_elsewhere(
+    address: VirtualMachineIPAddress | VirtualMachineMACAddress,
+    req: RuleRequest[VirtualMachineRestore],
+    plan: RestorePlan,
+) -> bool:
+    """The existing address is attached to a VM; in Forced mode being attached to the
+    VM being restored is no conflict."""
+    if not address.attached:
+        return False
+    holder = address.status.virtual_machine_name
+    return not (_forced(req) and holder and holder == plan.vm.restored_name)
+
+
+def _holder(address: VirtualMachineIPAddress | VirtualMachineMACAddress) -> str:
+    holder = address.status.virtual_machine_name
+    return f' (attached to virtual machine "{holder}")' if holder else ""
+
+
+@rule(
+    "vmr-ip-in-use",
+    kinds=(VMR,),
+    summary="no VirtualMachineIPAddress under the restored name is attached to another VM",
+)
+def vmr_ip_in_use(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    plan = _plan(req, ctx)
+    vmip = plan.vmip if plan is not None else None
+    if plan is None or vmip is None or not vmip.restored_name:
+        return
+    if not ctx.needs(kinds.VIRTUAL_MACHINE_IP_ADDRESS):
+        return
+    existing = ctx.view.get(VirtualMachineIPAddress, req.namespace, vmip.restored_name)
+    if existing is None or _created_by_restore(existing, _restore_uid(req)):
+        return
+    if _attached_elsewhere(existing, req, plan):
+        yield Finding(
+            f'The virtual machine ip address "{vmip.restored_name}" is already in use and cannot be '
+            f"used for the restored virtual machine{_holder(existing)}; delete that virtual machine "
+            f"or detach the address from it first, or {_rename_hint(plan, vmip)}",
+            REPLACEMENTS_FIELD,
+        )
+
+
+def _stored_static_ip(plan: RestorePlan) -> str:
+    vmip = plan.vmip
+    spec = (vmip.stored or {}).get("spec") if vmip is not None else None
+    value = spec.get("staticIP") if isinstance(spec, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+@rule(
+    "vmr-ip-taken",
+    kinds=(VMR,),
+    summary="no other VirtualMachineIPAddress holds the stored static IP",
+)
+def vmr_ip_taken(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    plan = _plan(req, ctx)
+    if plan is None or plan.vmip is None:
+        return
+    address = _stored_static_ip(plan)
+    if not address or not ctx.needs(kinds.VIRTUAL_MACHINE_IP_ADDRESS):
+        return
+    vmip = plan.vmip
+    for other in sorted(ctx.view.ip_addresses_holding(req.namespace, address), key=lambda o: o.name):
+        if other.name == vmip.restored_name:
+            continue
+        reuse = (
+            f", or restore onto it with spec.nameReplacements - "
+            f"{_replacement_entry(vmip.kind, vmip.original_name, other.name)}"
+            if not other.attached
+            else f"{_holder(other)}"
+        )
+        yield Finding(
+            f'The set address "{address}" is already in use by the different virtual machine ip '
+            f'address "{other.name}" and cannot be used for the restored virtual machine; free the '
+            f'address by deleting virtual machine ip address "{other.name}"{reuse}',
+            SNAPSHOT_FIELD,
+        )
+
+
+@rule(
+    "vmr-ip-mismatch",
+    kinds=(VMR,),
+    summary="a Static VirtualMachineIPAddress under the restored name holds the stored IP",
+)
+def vmr_ip_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    plan = _plan(req, ctx)
+    vmip = plan.vmip if plan is not None else None
+    if plan is None or vmip is None or not vmip.restored_name:
+        return
+    stored = vmip.stored or {}
+    spec = stored.get("spec") if isinstance(stored.get("spec"), dict) else {}
+    status = stored.get("status") if isinstance(stored.get("status"), dict) else {}
+    expected = spec.get("staticIP") or (status.get("address") if spec.get("type") == "Auto" else None)
+    if not isinstance(expected, str) or not expected:
+        return
+    if not ctx.needs(kinds.VIRTUAL_MACHINE_IP_ADDRESS):
+        return
+    existing = ctx.view.get(VirtualMachineIPAddress, req.namespace, vmip.restored_name)
+    if existing is None or _created_by_restore(existing, _restore_uid(req)):
+        return
+    if existing.spec.type == "Static" and existing.spec.static_ip != expected:
+        yield Finding(
+            f'The virtual machine ip address "{existing.name}" already exists with the static IP '
+            f'"{existing.spec.static_ip or ""}", but the snapshot holds "{expected}": the restore would '
+            "reuse it and the restored virtual machine would get another address; delete the "
+            f'existing address first, or {_rename_hint(plan, vmip)}',
+            REPLACEMENTS_FIELD,
+        )
+
+
+def _stored_mac(obj: RestoredObject) -> str:
+    stored = obj.stored or {}
+    for part in ("spec", "status"):
+        section = stored.get(part)
+        value = section.get("address") if isinstance(section, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+@rule(
+    "vmr-mac-conflict",
+    kinds=(VMR,),
+    summary="no stored MAC address is in use by another VM or held by another VirtualMachineMACAddress",
+)
+def vmr_mac_conflict(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    plan = _plan(req, ctx)
+    if plan is None:
+        return
+    macs = plan.of_kind(kinds.VIRTUAL_MACHINE_MAC_ADDRESS)
+    if not macs or not ctx.needs(kinds.VIRTUAL_MACHINE_MAC_ADDRESS):
+        return
+    uid = _restore_uid(req)
+    for mac in macs:
+        if not mac.restored_name:
+            continue
+        existing = ctx.view.get(VirtualMachineMACAddress, req.namespace, mac.restored_name)
+        if existing is not None and not _created_by_restore(existing, uid) and _attached_elsewhere(
+            existing, req, plan
+        ):
+            yield Finding(
+                f'The virtual machine mac address "{mac.restored_name}" is already in use and cannot '
+                f"be used for the restored virtual machine{_holder(existing)}; delete that virtual "
+                f"machine or detach the address from it first, or {_rename_hint(plan, mac)}",
+                REPLACEMENTS_FIELD,
+            )
+        address = _stored_mac(mac)
+        if not address:
+            continue
+        for other in sorted(ctx.view.mac_addresses_holding(req.namespace, address), key=lambda o: o.name):
+            if other.name == mac.restored_name:
+                continue
+            yield Finding(
+                f'The set address "{address}" is already in use by the different virtual machine '
+                f'mac address "{other.name}" and cannot be used for the restored virtual machine; '
+                f'free the address by deleting virtual machine mac address "{other.name}"'
+                f"{_holder(other)}",
+                SNAPSHOT_FIELD,
+            )
+
+
+@rule(
+    "vmr-secret-mismatch",
+    kinds=(VMR,),
+    summary="a Secret under the restored provisioning Secret's name holds the stored data",
+)
+def vmr_secret_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    plan = _plan(req, ctx)
+    secret = plan.provisioning_secret if plan is not None else None
+    if plan is None or secret is None or not secret.restored_name:
+        return
+    if not ctx.needs(kinds.SECRET):
+        return
+    existing = ctx.view.get(Secret, req.namespace, secret.restored_name)
+    if existing is None:
+        return
+    stored = secret_data_bytes((secret.stored or {}).get("data"))
+    current = secret_data_bytes(existing.data)
+    if stored == current:
+        return
+    differing = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    # The platform renames userDataRef with the Secret, never sysprepRef.
+    vm_spec = (plan.vm.stored or {}).get("spec")
+    provisioning = vm_spec.get("provisioning") if isinstance(vm_spec, dict) else None
+    sysprep = provisioning.get("sysprepRef") if isinstance(provisioning, dict) else None
+    by_sysprep = isinstance(sysprep, dict) and sysprep.get("name") == secret.original_name
+    fix = (
+        "delete it or put the stored data back (a sysprep Secret cannot be renamed by a restore)"
+        if by_sysprep
+        else f"delete it or put the stored data back, or {_rename_hint(plan, secret)}"
+    )
+    yield Finding(
+        f'The provisioner secret "{secret.restored_name}" already exists and does not have the same '
+        f"data content (differing keys: {', '.join(differing)}); {fix}",
+        REPLACEMENTS_FIELD,
+    )
+
+
+@rule(
+    "vmr-forced-needs-vm",
+    kinds=(VMR,),
+    summary="restoreMode Forced restores over an existing virtual machine",
+)
+def vmr_forced_needs_vm(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
+    if not _forced(req):
+        return
+    plan = _plan(req, ctx)
+    if plan is None or not plan.vm.restored_name or not ctx.needs(kinds.VIRTUAL_MACHINE):
+        return
+    if ctx.view.get(VirtualMachine, req.namespace, plan.vm.restored_name) is None:
+        yield Finding(
+            f'Restoration with `Forced` mode can be applied only to an existing virtual machine: '
+            f'virtual machine "{plan.vm.restored_name}" does not exist in namespace "{req.namespace}"; '
+            "restore it with spec.restoreMode: Safe (or omit the field)",
+            MODE_FIELD,
+        )

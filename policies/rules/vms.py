@@ -10,7 +10,7 @@ rules of one decision walk, are looked up once per decision through `ctx.shared`
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import kinds
 from ..catalogue import Finding, RuleContext, RuleRequest, rule
@@ -49,22 +49,50 @@ def _vm(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> VirtualMa
     return ctx.view.get(VirtualMachine, req.namespace, name)
 
 
+class VmDisk(NamedTuple):
+    """A VirtualDisk of the VM as the snapshot rules judge it, once per decision."""
+
+    name: str
+    disk: VirtualDisk | None  # None: the disk does not exist
+    resizing: bool
+    ready_current: bool  # its Ready condition is True and current
+
+
+def _judge_disk(name: str, disk: VirtualDisk | None) -> VmDisk:
+    if disk is None:
+        return VmDisk(name, None, False, False)
+    # One pass over the conditions (this runs for every disk of every snapshot request):
+    # find Ready, and call disk_resizing only for a disk that can be resizing at all.
+    ready = None
+    maybe_resizing = disk.status.phase == "Resizing"
+    for condition in disk.status.conditions:
+        if condition.type == "Ready":
+            ready = ready or condition
+        elif condition.type in ("Resizing", "Resized"):
+            maybe_resizing = True
+    return VmDisk(
+        name,
+        disk,
+        maybe_resizing and disk_resizing(disk),
+        ready is not None and ready.status == "True" and disk.is_current(ready),
+    )
+
+
 def _vm_disks(
     req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext, vm: VirtualMachine
-) -> list[tuple[str, VirtualDisk | None]]:
-    """(name, disk or None when missing) for every VirtualDisk of the VM, looked up once
-    per decision; empty when the view holds no VirtualDisks (the kind is then recorded
-    as needed)."""
-    names = vm.disk_names()
-    if not names:
-        return []
+) -> list[VmDisk]:
+    """Every VirtualDisk of the VM, looked up and judged once per decision (three rules
+    walk them); empty when the view holds no VirtualDisks (the kind is then recorded as
+    needed)."""
 
-    def lookup(inner: RuleContext) -> list[tuple[str, VirtualDisk | None]]:
-        if not inner.needs(kinds.VIRTUAL_DISK):
+    def lookup(inner: RuleContext) -> list[VmDisk]:
+        names = vm.disk_names()
+        if not names or not inner.needs(kinds.VIRTUAL_DISK):
             return []
-        return [(name, inner.view.get(VirtualDisk, req.namespace, name)) for name in names]
+        get = inner.view.get
+        return [_judge_disk(name, get(VirtualDisk, req.namespace, name)) for name in names]
 
-    disks: list[tuple[str, VirtualDisk | None]] = ctx.shared(f"vms-disks/{vm.name}", lookup)
+    disks: list[VmDisk] = ctx.shared("vms-disks", lookup)
     return disks
 
 
@@ -86,7 +114,10 @@ def vms_vm_exists(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) ->
             VM_FIELD,
         )
         return
-    if ctx.needs(kinds.VIRTUAL_MACHINE) and ctx.view.get(VirtualMachine, req.namespace, name) is None:
+    if (
+        ctx.needs(kinds.VIRTUAL_MACHINE)
+        and ctx.view.get(VirtualMachine, req.namespace, name) is None
+    ):
         yield Finding(
             f'Cannot take a snapshot: the virtual machine "{name}" does not exist in namespace '
             f'"{req.namespace}"; create the virtual machine first or correct spec.virtualMachineName',
@@ -141,14 +172,14 @@ def vms_block_devices_ready(
             "block devices of the virtual machine are ready, then create the snapshot",
             VM_FIELD,
         )
-    for name, disk in _vm_disks(req, ctx, vm):
+    for name, disk, resizing, ready_current in _vm_disks(req, ctx, vm):
         if disk is None:
             yield Finding(
                 f'{_cannot_snapshot(vm)}: its virtual disk "{name}" does not exist; create the '
                 "disk or remove it from the virtual machine's block devices",
                 VM_FIELD,
             )
-        elif disk_resizing(disk):
+        elif resizing:
             continue  # vms-disk-resizing reports it
         elif disk.phase != "Ready":
             yield Finding(
@@ -157,7 +188,7 @@ def vms_block_devices_ready(
                 "the snapshot",
                 VM_FIELD,
             )
-        elif not disk.condition_true("Ready", current=True):
+        elif not ready_current:
             yield Finding(
                 f'{_cannot_snapshot(vm)}: the Ready condition of its virtual disk "{name}" is not '
                 "True for the disk's current generation; wait until the disk reports Ready, then "
@@ -171,12 +202,14 @@ def vms_block_devices_ready(
     kinds=(VMS,),
     summary="no disk of the VM is being resized",
 )
-def vms_disk_resizing(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> Iterator[Finding]:
+def vms_disk_resizing(
+    req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext
+) -> Iterator[Finding]:
     vm = _vm(req, ctx)
     if vm is None:
         return
-    for name, disk in _vm_disks(req, ctx, vm):
-        if disk is not None and disk_resizing(disk):
+    for name, _, resizing, _ in _vm_disks(req, ctx, vm):
+        if resizing:
             yield Finding(
                 f'{_cannot_snapshot(vm)}: its virtual disk "{name}" is in the process of resizing; '
                 "wait until the resize finishes (phase Ready), then create the snapshot",
@@ -225,7 +258,9 @@ def vms_pending_changes(
     kinds=(VMS,),
     summary="with requiredConsistency, the VM is Stopped or its guest agent can freeze it",
 )
-def vms_consistency(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> Iterator[Finding]:
+def vms_consistency(
+    req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext
+) -> Iterator[Finding]:
     if not consistency_required(req.obj.spec.required_consistency):
         return
     vm = _vm(req, ctx)
@@ -325,7 +360,9 @@ def vms_ip_address(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -
     kinds=(VMS,),
     summary="the VM's provisioning Secret, hot-plug attachments and MAC address objects exist",
 )
-def vms_dependencies(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> Iterator[Finding]:
+def vms_dependencies(
+    req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext
+) -> Iterator[Finding]:
     vm = _vm(req, ctx)
     if vm is None:
         return
@@ -347,7 +384,10 @@ def vms_dependencies(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext)
     ]
     if attachments and ctx.needs(kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT):
         for name in attachments:
-            if name and ctx.view.get(VirtualMachineBlockDeviceAttachment, req.namespace, name) is None:
+            if (
+                name
+                and ctx.view.get(VirtualMachineBlockDeviceAttachment, req.namespace, name) is None
+            ):
                 yield Finding(
                     f'{_cannot_snapshot(vm)}: the virtual machine block device attachment "{name}" '
                     "of a hot-plugged device not found; wait until the device is unplugged from "
