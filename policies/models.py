@@ -71,6 +71,7 @@ class KubeObject(Model):
     """Common shape of every object: apiVersion, kind, metadata."""
 
     KIND: ClassVar[str] = ""
+    NAMESPACED: ClassVar[bool] = True
 
     api_version: str = ""
     kind: str = ""
@@ -427,11 +428,13 @@ class PersistentVolumeClaim(KubeObject):
 
 class StorageClass(KubeObject):
     KIND: ClassVar[str] = kinds.STORAGE_CLASS
+    NAMESPACED: ClassVar[bool] = False
     provisioner: str | None = None
 
 
 class VolumeSnapshotClass(KubeObject):
     KIND: ClassVar[str] = kinds.VOLUME_SNAPSHOT_CLASS
+    NAMESPACED: ClassVar[bool] = False
     driver: str | None = None
     deletion_policy: str | None = None
 

@@ -421,9 +421,12 @@ def _restored_vm(plan: RestorePlan, vm: RestoredObject, restore_uid: str) -> JSO
     provisioning = spec.get("provisioning")
     user_data_ref = provisioning.get("userDataRef") if isinstance(provisioning, dict) else None
     # The CRD defaults the ref's kind to Secret. sysprepRef is not renamed (platform).
-    if isinstance(user_data_ref, dict) and (user_data_ref.get("kind") or kinds.SECRET) == kinds.SECRET:
-        if user_data_ref.get("name"):
-            user_data_ref["name"] = plan.rename(kinds.SECRET, str(user_data_ref["name"]))
+    if (
+        isinstance(user_data_ref, dict)
+        and (user_data_ref.get("kind") or kinds.SECRET) == kinds.SECRET
+        and user_data_ref.get("name")
+    ):
+        user_data_ref["name"] = plan.rename(kinds.SECRET, str(user_data_ref["name"]))
     for ref in spec.get("blockDeviceRefs") or []:
         if isinstance(ref, dict) and ref.get("kind") == kinds.VIRTUAL_DISK and ref.get("name"):
             ref["name"] = plan.rename(kinds.VIRTUAL_DISK, str(ref["name"]))
@@ -450,7 +453,7 @@ def _link_mac_addresses(spec: JSONObject, stored_vm: JSONObject, macs: Sequence[
         address = mac_status.get("address") if isinstance(mac_status, dict) else None
         if isinstance(address, str) and address:
             by_address[address.lower()] = metadata_name(mac)
-    for network, network_status in zip(networks, statuses):
+    for network, network_status in zip(networks, statuses, strict=False):
         if not isinstance(network, dict) or not isinstance(network_status, dict):
             continue
         if network.get("type") == "Main":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from . import kinds
 from .models import (
@@ -149,11 +149,13 @@ class InMemoryView:
         return kind in self._given
 
     def get(self, model: type[T], namespace: str, name: str) -> T | None:
-        kind = model.KIND
-        if not kinds.is_namespaced(kind):
-            namespace = ""
-        obj = self._objects.get(kind, {}).get(namespace, {}).get(name)
-        return obj if isinstance(obj, model) else None
+        # Hot path: three dictionary lookups. Objects are stored under their model's
+        # KIND by `put`, so the cast is exact.
+        space = self._objects.get(model.KIND)
+        if space is None:
+            return None
+        by_name = space.get(namespace if model.NAMESPACED else "")
+        return cast("T | None", by_name.get(name) if by_name is not None else None)
 
     def list(self, model: type[T], namespace: str | None = None) -> Iterable[T]:
         by_namespace = self._objects.get(model.KIND, {})

@@ -231,12 +231,16 @@ def vds_snapshot_class(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) 
 def _default_class_problem(ctx: RuleContext, disk: VirtualDisk) -> str | None:
     """Why a disk's snapshot would get no VolumeSnapshotClass by default, or None."""
     storage_class = disk_storage_class(ctx, disk)
+    if not storage_class:
+        return None
+    # The answer depends on the storage class only: a VM's disks usually share one.
+    defaults: list[str] | None = ctx.shared(
+        f"default-snapshot-classes/{storage_class}",
+        lambda inner: _default_classes(inner, storage_class),
+    )
+    if defaults is None or len(defaults) == 1:
+        return None
     provisioner = storage_class_provisioner(ctx, storage_class)
-    if not provisioner or not ctx.needs(kinds.VOLUME_SNAPSHOT_CLASS):
-        return None
-    defaults = [c.name for c in ctx.view.snapshot_classes_for_driver(provisioner) if c.is_default]
-    if len(defaults) == 1:
-        return None
     fix = (
         f'annotate exactly one VolumeSnapshotClass of driver "{provisioner}" with '
         f'{kinds.DEFAULT_CLASS_ANNOTATION}: "true"'
@@ -251,6 +255,15 @@ def _default_class_problem(ctx: RuleContext, disk: VirtualDisk) -> str | None:
         f"has several default VolumeSnapshotClasses ({', '.join(sorted(defaults))}) and the "
         f"snapshot controller refuses to choose; {fix}"
     )
+
+
+def _default_classes(ctx: RuleContext, storage_class: str) -> list[str] | None:
+    """Names of the default VolumeSnapshotClasses of a storage class's driver, or None
+    when the driver or the classes are not known."""
+    provisioner = storage_class_provisioner(ctx, storage_class)
+    if not provisioner or not ctx.needs(kinds.VOLUME_SNAPSHOT_CLASS):
+        return None
+    return sorted(c.name for c in ctx.view.snapshot_classes_for_driver(provisioner) if c.is_default)
 
 
 @rule(

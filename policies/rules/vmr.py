@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .. import kinds
 from ..catalogue import Finding, RuleContext, RuleRequest, rule
@@ -64,7 +65,8 @@ KIND_WORDS = {
     kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT: "virtual machine block device attachment",
     kinds.SECRET: "provisioner secret",
 }
-MODELS: dict[str, type[KubeObject]] = {
+# The kinds vmr-name-conflict looks up under their restored names.
+CONFLICT_MODELS: dict[str, type[KubeObject]] = {
     kinds.VIRTUAL_MACHINE: VirtualMachine,
     kinds.VIRTUAL_DISK: VirtualDisk,
     kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT: VirtualMachineBlockDeviceAttachment,
@@ -253,7 +255,7 @@ def vmr_snapshot_ready(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext
             "new snapshot",
             SNAPSHOT_FIELD,
         )
-    elif state.secret is None and ctx.view.has_kind(kinds.SECRET):
+    elif state.secret is None and ctx.needs(kinds.SECRET):
         yield Finding(
             f'The snapshot Secret "{secret_name}" of virtual machine snapshot "{name}" not found: '
             "the stored virtual machine is lost and cannot be restored; take a new snapshot",
@@ -340,16 +342,19 @@ def vmr_name_replacements(req: RuleRequest[VirtualMachineRestore], ctx: RuleCont
     if plan is None:
         return
     vm = plan.vm
-    if vm.replacement is not None and not replacements[vm.replacement].from_.kind:
-        # An entry without from.kind that renames the VM: the VM's length limit applies.
-        if len(vm.restored_name) > MAX_VM_NAME_LENGTH:
-            entry = f"spec.nameReplacements[{vm.replacement}]"
-            yield Finding(
-                f'{entry}.to "{vm.restored_name}" renames virtual machine "{vm.original_name}" and '
-                f"is {len(vm.restored_name)} characters long, but a virtual machine name must be at "
-                f"most {MAX_VM_NAME_LENGTH}; choose a shorter name",
-                f"{entry}.to",
-            )
+    # An entry without from.kind that renames the VM: the VM's length limit applies too.
+    if (
+        vm.replacement is not None
+        and not replacements[vm.replacement].from_.kind
+        and len(vm.restored_name) > MAX_VM_NAME_LENGTH
+    ):
+        entry = f"spec.nameReplacements[{vm.replacement}]"
+        yield Finding(
+            f'{entry}.to "{vm.restored_name}" renames virtual machine "{vm.original_name}" and '
+            f"is {len(vm.restored_name)} characters long, but a virtual machine name must be at "
+            f"most {MAX_VM_NAME_LENGTH}; choose a shorter name",
+            f"{entry}.to",
+        )
     by_name: dict[tuple[str, str], RestoredObject] = {}
     for obj in plan.objects:
         if not obj.restored_name:
@@ -379,16 +384,20 @@ def vmr_name_conflict(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext)
         return
     uid = _restore_uid(req)
     for obj in plan.objects:
-        model = MODELS.get(obj.kind)
+        model = CONFLICT_MODELS.get(obj.kind)
         if model is None or not obj.restored_name or not ctx.needs(obj.kind):
             continue
         existing = ctx.view.get(model, req.namespace, obj.restored_name)
         if existing is None or _created_by_restore(existing, uid):
             continue
+        forced = (
+            ", or set spec.restoreMode: Forced to restore over it (its disks are replaced)"
+            if obj.kind == kinds.VIRTUAL_MACHINE
+            else ""
+        )
         yield Finding(
             f'The {KIND_WORDS[obj.kind]} "{obj.restored_name}" already exists in namespace '
-            f'"{req.namespace}"; delete it first, {_rename_hint(plan, obj)}, or use '
-            "spec.restoreMode: Forced to restore over the existing virtual machine",
+            f'"{req.namespace}"; delete it first, {_rename_hint(plan, obj)}{forced}',
             REPLACEMENTS_FIELD,
         )
 
@@ -426,20 +435,41 @@ def vmr_ip_in_use(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> 
     existing = ctx.view.get(VirtualMachineIPAddress, req.namespace, vmip.restored_name)
     if existing is None or _created_by_restore(existing, _restore_uid(req)):
         return
-    if _attached_elsewhere(existing, req, plan):
-        yield Finding(
-            f'The virtual machine ip address "{vmip.restored_name}" is already in use and cannot be '
-            f"used for the restored virtual machine{_holder(existing)}; delete that virtual machine "
-            f"or detach the address from it first, or {_rename_hint(plan, vmip)}",
-            REPLACEMENTS_FIELD,
+    if not _attached_elsewhere(existing, req, plan):
+        return
+    static_ip = _stored_static_ip(plan)
+    if static_ip:
+        # Renaming would not help: the renamed address asks for the same static IP.
+        other_ways = (
+            f'; the snapshot holds the static IP "{static_ip}", so the machine can be restored '
+            "only where no other address holds it"
         )
+    else:
+        other_ways = f", or {_rename_hint(plan, vmip)}"
+    holder = existing.status.virtual_machine_name
+    if holder and holder == plan.vm.restored_name and not _forced(req):
+        other_ways += ", or set spec.restoreMode: Forced to restore over that virtual machine"
+    yield Finding(
+        f'The virtual machine ip address "{vmip.restored_name}" is already in use and cannot be '
+        f"used for the restored virtual machine{_holder(existing)}; delete that virtual machine "
+        f"or detach the address from it first{other_ways}",
+        REPLACEMENTS_FIELD,
+    )
+
+
+def _stored_section(obj: RestoredObject | None, section: str) -> dict[str, Any]:
+    """`spec` or `status` of a stored object ({} when absent or not an object)."""
+    value = (obj.stored or {}).get(section) if obj is not None else None
+    return value if isinstance(value, dict) else {}
+
+
+def _stored_string(obj: RestoredObject | None, section: str, key: str) -> str:
+    value = _stored_section(obj, section).get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _stored_static_ip(plan: RestorePlan) -> str:
-    vmip = plan.vmip
-    spec = (vmip.stored or {}).get("spec") if vmip is not None else None
-    value = spec.get("staticIP") if isinstance(spec, dict) else None
-    return value if isinstance(value, str) else ""
+    return _stored_string(plan.vmip, "spec", "staticIP")
 
 
 @rule(
@@ -482,11 +512,10 @@ def vmr_ip_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -
     vmip = plan.vmip if plan is not None else None
     if plan is None or vmip is None or not vmip.restored_name:
         return
-    stored = vmip.stored or {}
-    spec = stored.get("spec") if isinstance(stored.get("spec"), dict) else {}
-    status = stored.get("status") if isinstance(stored.get("status"), dict) else {}
-    expected = spec.get("staticIP") or (status.get("address") if spec.get("type") == "Auto" else None)
-    if not isinstance(expected, str) or not expected:
+    expected = _stored_static_ip(plan)
+    if not expected and _stored_string(vmip, "spec", "type") == "Auto":
+        expected = _stored_string(vmip, "status", "address")
+    if not expected:
         return
     if not ctx.needs(kinds.VIRTUAL_MACHINE_IP_ADDRESS):
         return
@@ -504,13 +533,9 @@ def vmr_ip_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -
 
 
 def _stored_mac(obj: RestoredObject) -> str:
-    stored = obj.stored or {}
-    for part in ("spec", "status"):
-        section = stored.get(part)
-        value = section.get("address") if isinstance(section, dict) else None
-        if isinstance(value, str) and value:
-            return value
-    return ""
+    """The stored MAC: spec.address (the platform overwrote it with status.address when
+    it took the snapshot), else status.address."""
+    return _stored_string(obj, "spec", "address") or _stored_string(obj, "status", "address")
 
 
 @rule(
@@ -575,8 +600,7 @@ def vmr_secret_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContex
         return
     differing = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
     # The platform renames userDataRef with the Secret, never sysprepRef.
-    vm_spec = (plan.vm.stored or {}).get("spec")
-    provisioning = vm_spec.get("provisioning") if isinstance(vm_spec, dict) else None
+    provisioning = _stored_section(plan.vm, "spec").get("provisioning")
     sysprep = provisioning.get("sysprepRef") if isinstance(provisioning, dict) else None
     by_sysprep = isinstance(sysprep, dict) and sysprep.get("name") == secret.original_name
     fix = (

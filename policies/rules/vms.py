@@ -10,7 +10,7 @@ rules of one decision walk, are looked up once per decision through `ctx.shared`
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from .. import kinds
 from ..catalogue import Finding, RuleContext, RuleRequest, rule
@@ -49,28 +49,26 @@ def _vm(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> VirtualMa
     return ctx.view.get(VirtualMachine, req.namespace, name)
 
 
-class VmDisk(NamedTuple):
-    """A VirtualDisk of the VM as the snapshot rules judge it, once per decision."""
-
-    name: str
-    disk: VirtualDisk | None  # None: the disk does not exist
-    resizing: bool
-    ready_current: bool  # its Ready condition is True and current
+# A VirtualDisk of the VM as the snapshot rules judge it, once per decision:
+# (name, disk or None when it does not exist, resizing, Ready condition True and current).
+# A plain tuple: a NamedTuple's constructor is a measurable share of this hot path.
+VmDisk = tuple[str, VirtualDisk | None, bool, bool]
 
 
 def _judge_disk(name: str, disk: VirtualDisk | None) -> VmDisk:
     if disk is None:
-        return VmDisk(name, None, False, False)
+        return (name, None, False, False)
     # One pass over the conditions (this runs for every disk of every snapshot request):
     # find Ready, and call disk_resizing only for a disk that can be resizing at all.
     ready = None
     maybe_resizing = disk.status.phase == "Resizing"
     for condition in disk.status.conditions:
         if condition.type == "Ready":
-            ready = ready or condition
+            if ready is None:  # the first one counts, as in KubeObject.condition
+                ready = condition
         elif condition.type in ("Resizing", "Resized"):
             maybe_resizing = True
-    return VmDisk(
+    return (
         name,
         disk,
         maybe_resizing and disk_resizing(disk),
@@ -120,7 +118,8 @@ def vms_vm_exists(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) ->
     ):
         yield Finding(
             f'Cannot take a snapshot: the virtual machine "{name}" does not exist in namespace '
-            f'"{req.namespace}"; create the virtual machine first or correct spec.virtualMachineName',
+            f'"{req.namespace}"; create the virtual machine first or correct '
+            "spec.virtualMachineName",
             VM_FIELD,
         )
 
@@ -152,7 +151,9 @@ def vms_vm_ready(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> 
 @rule(
     "vms-block-devices-ready",
     kinds=(VMS,),
-    summary="the VM's block devices are ready: BlockDevicesReady is True and every VirtualDisk is Ready",
+    summary=(
+        "the VM's block devices are ready: BlockDevicesReady is True and every VirtualDisk is Ready"
+    ),
 )
 def vms_block_devices_ready(
     req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext
@@ -181,11 +182,11 @@ def vms_block_devices_ready(
             )
         elif resizing:
             continue  # vms-disk-resizing reports it
-        elif disk.phase != "Ready":
+        elif disk.status.phase != "Ready":
             yield Finding(
                 f'{_cannot_snapshot(vm)}: its virtual disk "{name}" is in the '
-                f'"{disk.phase or "unknown"}" phase; wait until the disk is Ready, then create '
-                "the snapshot",
+                f'"{disk.status.phase or "unknown"}" phase; wait until the disk is Ready, '
+                "then create the snapshot",
                 VM_FIELD,
             )
         elif not ready_current:
@@ -276,7 +277,10 @@ def vms_consistency(
 @rule(
     "vms-snapshot-classes",
     kinds=(VMS,),
-    summary="spec.volumeSnapshotClasses (v0.14-v0.23) maps each storage class once, to an existing class of its driver",
+    summary=(
+        "spec.volumeSnapshotClasses (v0.14-v0.23) maps each storage class once, "
+        "to an existing class of its driver"
+    ),
 )
 def vms_snapshot_classes(
     req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext
@@ -320,7 +324,10 @@ def vms_snapshot_classes(
 @rule(
     "vms-ip-address",
     kinds=(VMS,),
-    summary="keepIPAddress is Always or Never, and the VM's VirtualMachineIPAddress exists and can be stored",
+    summary=(
+        "keepIPAddress is Always or Never, and the VM's VirtualMachineIPAddress exists "
+        "and can be stored"
+    ),
 )
 def vms_ip_address(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> Iterator[Finding]:
     keep = req.obj.spec.keep_ip_address
@@ -340,8 +347,8 @@ def vms_ip_address(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -
     address = ctx.view.get(VirtualMachineIPAddress, req.namespace, address_name)
     if address is None:
         yield Finding(
-            f'{_cannot_snapshot(vm)}: the virtual machine ip address "{address_name}" named by its '
-            "status.virtualMachineIPAddressName not found; wait until the virtual machine has "
+            f'{_cannot_snapshot(vm)}: the virtual machine ip address "{address_name}" named in its '
+            "status.virtualMachineIPAddressName was not found; wait until the virtual machine has "
             "its address again (kubectl get vmip), then create the snapshot",
             VM_FIELD,
         )
@@ -372,35 +379,35 @@ def vms_dependencies(
             if ctx.view.get(Secret, req.namespace, name) is None:
                 yield Finding(
                     f'{_cannot_snapshot(vm)}: the virtual machine provisioning secret "{name}" '
-                    f"({field}) not found; recreate the Secret, then create the snapshot",
+                    f"({field}) was not found; recreate the Secret, then create the snapshot",
                     VM_FIELD,
                 )
-    # The platform stores (and so needs) the attachment of every hot-plugged device;
-    # `hotplugged` is omitted when false, so only an explicit false excludes an entry.
+    # The platform stores (and so needs) the attachment of each entry with `hotplugged:
+    # true` and an attachment name. SPEC keys on the name alone, which only hot-plugged
+    # entries carry (a trimmed CI dump may lack `hotplugged`); an explicit false excludes.
     attachments = [
-        ref.virtual_machine_block_device_attachment_name
+        attachment
         for ref in vm.status.block_device_refs
-        if ref.virtual_machine_block_device_attachment_name and ref.hotplugged is not False
+        if (attachment := ref.virtual_machine_block_device_attachment_name)
+        and ref.hotplugged is not False
     ]
     if attachments and ctx.needs(kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT):
-        for name in attachments:
-            if (
-                name
-                and ctx.view.get(VirtualMachineBlockDeviceAttachment, req.namespace, name) is None
-            ):
+        for attachment in attachments:
+            if ctx.view.get(VirtualMachineBlockDeviceAttachment, req.namespace, attachment) is None:
                 yield Finding(
-                    f'{_cannot_snapshot(vm)}: the virtual machine block device attachment "{name}" '
-                    "of a hot-plugged device not found; wait until the device is unplugged from "
-                    "the virtual machine (or recreate the attachment), then create the snapshot",
+                    f"{_cannot_snapshot(vm)}: the virtual machine block device attachment "
+                    f'"{attachment}" of a hot-plugged device was not found; wait until the '
+                    "device is unplugged from the virtual machine (or recreate the attachment), "
+                    "then create the snapshot",
                     VM_FIELD,
                 )
     macs = vm.mac_address_names()
     if macs and ctx.needs(kinds.VIRTUAL_MACHINE_MAC_ADDRESS):
-        for name in macs:
-            if ctx.view.get(VirtualMachineMACAddress, req.namespace, name) is None:
+        for mac in macs:
+            if ctx.view.get(VirtualMachineMACAddress, req.namespace, mac) is None:
                 yield Finding(
-                    f'{_cannot_snapshot(vm)}: the virtual machine mac address "{name}" not found; '
-                    "wait until the virtual machine has its MAC address object again "
+                    f'{_cannot_snapshot(vm)}: the virtual machine mac address "{mac}" was not '
+                    "found; wait until the virtual machine has its MAC address object again "
                     "(kubectl get vmmac), then create the snapshot",
                     VM_FIELD,
                 )

@@ -69,6 +69,8 @@ def _one_line_errors(handler: Handler) -> Handler:
             return handler(args)
         except CertificateError as exc:
             return _error(str(exc))
+        except BrokenPipeError:
+            raise  # `snapguard certs show | head`: the entry point treats this as success
         except OSError as exc:
             return _error(_os_error_message(exc))
         except ValueError as exc:

@@ -1,9 +1,10 @@
 """Fixtures for the certs tests: certificate directories and real TLS handshakes.
 
 Helpers are exposed as fixtures (not importable modules) so the tests work under
-any pytest import mode.  There is deliberately no ``__init__.py`` in this
-directory: with one, pytest would import it as a package named ``certs`` and
-shadow the package under test.
+any pytest import mode.  This directory is the package ``tests.certs``; it
+relies on ``tests/__init__.py`` existing -- without it, pytest would import this
+directory as a top-level package named ``certs`` and shadow the package under
+test.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import contextlib
 import copy
 import http.client
 import json
@@ -43,7 +44,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -139,6 +140,8 @@ VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.4", "gitCommit": "0
 def status_body(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
     body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}
+    if not reason:  # metav1.StatusReasonUnknown is omitted
+        del body["reason"]
     if details:
         body["details"] = {k: v for k, v in details.items() if v not in ("", None)}
     return body
@@ -302,7 +305,7 @@ class _Event:
 
 @dataclass
 class _Req:
-    handler: _Handler
+    handler: _Handler | None  # None for the server's own requests (garbage collector)
     method: str
     query: dict[str, str]
     body: bytes
@@ -318,7 +321,10 @@ class _Req:
         return self.query.get("dryRun") == "All"
 
     def json(self) -> Any:
-        ctype = self.handler.headers.get("Content-Type", "application/json")
+        ctype = self.handler.headers.get("Content-Type", "application/json") if self.handler else ""
+        if "protobuf" in ctype or "cbor" in ctype:  # e.g. `kubectl create secret` (typed clients)
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format "
+                           "- accepted media types include: application/json, application/yaml")
         try:
             return yaml.safe_load(self.body) if "yaml" in ctype else json.loads(self.body or b"null")
         except (ValueError, yaml.YAMLError) as e:
@@ -359,14 +365,15 @@ class _Handler(BaseHTTPRequestHandler):
             return data
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def send_body(self, code: int, body: Any, warnings: list[str] = (), ctype: str = "") -> None:
+    def send_body(self, code: int, body: Any, warnings: Sequence[str] = (), ctype: str = "") -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", ctype or "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
         for w in warnings:
-            self.send_header("Warning", '299 - "%s"' % w.replace("\\", "\\\\").replace('"', '\\"'))
+            text = w.replace("\\", "\\\\").replace('"', '\\"').encode().decode("latin-1")
+            self.send_header("Warning", f'299 - "{text}"')
         self.end_headers()
         self.wfile.write(data)
 
@@ -404,6 +411,7 @@ class KubeAPIServer:
         self._httpd: _HTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._started_once = False
+        self._gc_backoff: dict[str, float] = {}  # uid -> monotonic time before which GC won't retry
 
     # ---- lifecycle and test hooks -----------------------------------------------------------
 
@@ -436,10 +444,8 @@ class KubeAPIServer:
         httpd.server_close()
         self.drop_watches()
         for conn in list(self._connections):  # like a process exit: cut kept-alive connections too
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         for t in self._threads:
             t.join(5)
 
@@ -507,6 +513,8 @@ class KubeAPIServer:
         if res.plural == "namespaces":
             md.setdefault("labels", {})["kubernetes.io/metadata.name"] = md["name"]
         with self._lock:
+            if res.namespaced:
+                self._ensure_namespace(md["namespace"])
             old = self._store[res].get((md.get("namespace", ""), md["name"]))
             return self._commit(res, obj, "MODIFIED" if old else "ADDED", old)
 
@@ -565,6 +573,7 @@ class KubeAPIServer:
         self.request_log.append((h.command, h.path))
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         path = "/" + url.path.strip("/")
+        req = None
         try:
             static = self._static(path, h.headers.get("Accept", ""))
             if static is not None and h.command == "GET":
@@ -580,7 +589,7 @@ class KubeAPIServer:
             if code:
                 h.send_body(code, result, req.warnings)
         except ApiError as e:
-            h.send_body(e.code, e.status, getattr(locals().get("req"), "warnings", []))
+            h.send_body(e.code, e.status, req.warnings if req else [])
 
     def _route(self, h: _Handler, path: str, query: dict[str, str], body: bytes, user: Obj) -> _Req:
         parts = path.strip("/").split("/")
@@ -595,7 +604,7 @@ class KubeAPIServer:
         if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] in by_plural:
             ns, rest = rest[1], rest[2:]
         res = by_plural.get(rest[0])
-        name, sub = (rest + ["", ""])[1:3]
+        name, sub = ([*rest, "", ""])[1:3]
         if res is None or len(rest) > 3 or (ns and not res.namespaced) or (name and res.namespaced and not ns) \
                 or (sub and not (sub == "status" and res.status)):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -635,7 +644,7 @@ class KubeAPIServer:
             opts = req.json() or {}
             dry_run = req.dry_run or opts.get("dryRun") == ["All"]
             return 200, self._delete(req.res, req.ns, req.name, opts, dry_run, req.user, req.warnings)
-        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     # ---- read paths -------------------------------------------------------------------------
 
@@ -731,9 +740,9 @@ class KubeAPIServer:
                 out = []
                 with self._cond:
                     while not out:
-                        if epoch != self._epoch:
+                        if epoch != self._epoch:  # drop_watches()/stop(): end the stream and connection
                             h.close_connection = True
-                            return
+                            break
                         if cursor < self._floor:
                             out = [{"type": "ERROR", "object": status_body(
                                 410, "Expired", f"too old resource version: {cursor} ({self._floor})")}]
@@ -830,9 +839,6 @@ class KubeAPIServer:
 
     def _update(self, req: _Req) -> tuple[int, Obj]:
         body = self._check_body(req, req.json())
-        if body["metadata"].get("name") != req.name:
-            raise ApiError(400, "BadRequest", f"the name of the object ({body['metadata'].get('name')}) "
-                           f"does not match the name on the URL ({req.name})")
         if not body["metadata"].get("resourceVersion") and not req.res.builtin:
             raise invalid(req.res, req.name, "metadata.resourceVersion",
                           "Invalid value: 0x0: must be specified for an update")
@@ -870,7 +876,7 @@ class KubeAPIServer:
             def apply(old: Obj) -> Obj:
                 return merge_patch(old, patch)
         else:
-            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
                            "accepted media types include: application/json-patch+json, "
                            "application/merge-patch+json, application/apply-patch+yaml")
         return self._guaranteed_update(req, apply, "UpdateOptions")
@@ -882,7 +888,10 @@ class KubeAPIServer:
             with self._lock:
                 old = self._stored(res, req.ns, req.name)
             new = self._check_body(req, compute(copy.deepcopy(old)))
-            if new["metadata"].get("resourceVersion", old["metadata"]["resourceVersion"]) \
+            if new["metadata"].get("name") != req.name:
+                raise ApiError(400, "BadRequest", f"the name of the object ({new['metadata'].get('name')}) "
+                               f"does not match the name on the URL ({req.name})")
+            if (new["metadata"].get("resourceVersion") or old["metadata"]["resourceVersion"]) \
                     != old["metadata"]["resourceVersion"]:
                 raise conflict(res, req.name, "the object has been modified; please apply your changes "
                                "to the latest version and try again")
@@ -950,7 +959,7 @@ class KubeAPIServer:
                 if pre.get(key) and pre[key] != md.get(key):
                     raise conflict(res, name, f"Precondition failed: {field} in precondition: {pre[key]}, "
                                    f"{field} in object meta: {md.get(key)}")
-            fake = _Req(None, "DELETE", {}, b"", res, ns, name, "", user, warnings)  # type: ignore[arg-type]
+            fake = _Req(None, "DELETE", {}, b"", res, ns, name, "", user, warnings)
             for phase in ("mutating", "validating"):
                 self._admit(phase, "DELETE", fake, None, old, options, dry_run=dry_run)
             new = copy.deepcopy(old)
@@ -988,7 +997,7 @@ class KubeAPIServer:
 
     def collect_garbage(self) -> None:
         """One pass of the garbage collector and namespace controller (the loop runs this)."""
-        victims: list[tuple[Resource, str, str]] = []
+        victims: list[tuple[Resource, str, str, str]] = []
         with self._lock:
             terminating = {ns["metadata"]["name"]: ns for ns in self._store[self.resource("namespaces")].values()
                            if ns["metadata"].get("deletionTimestamp")}
@@ -1000,20 +1009,22 @@ class KubeAPIServer:
                     if ns in terminating:
                         occupied.add(ns)
                         if not md.get("deletionTimestamp"):
-                            victims.append((res, ns, name))
+                            victims.append((res, ns, name, md["uid"]))
                         continue
                     refs = md.get("ownerReferences") or []
                     if refs and not md.get("deletionTimestamp") and all(
                             self._owner_gone(by_kind, ref, ns) for ref in refs):
-                        victims.append((res, ns, name))
+                        victims.append((res, ns, name, md["uid"]))
             for name, ns_obj in terminating.items():
                 if name not in occupied and not ns_obj["metadata"].get("finalizers"):
                     self._commit(self.resource("namespaces"), ns_obj, "DELETED", ns_obj)
-        for res, ns, name in victims:
+        for res, ns, name, uid in victims:
+            if self._gc_backoff.get(uid, 0) > time.monotonic():
+                continue
             try:
                 self._delete(res, ns, name, {"propagationPolicy": "Background"}, False, GC_USER, [])
-            except ApiError:
-                pass  # denied or already gone: the real GC retries too
+            except ApiError:  # denied by a webhook, or already gone: retry later, as the real GC does
+                self._gc_backoff[uid] = time.monotonic() + 1.0
 
     def _owner_gone(self, by_kind: dict[tuple[str, str], Resource], ref: Obj, ns: str) -> bool:
         group = ref.get("apiVersion", "").rpartition("/")[0]
@@ -1177,8 +1188,8 @@ class KubeAPIServer:
         if path.startswith("/apis/") and path.count("/") == 2 and any(gv.startswith(path[6:] + "/") for gv in named):
             return 200, {"kind": "APIGroup", "apiVersion": "v1",
                          **self._group(next(gv for gv in named if gv.startswith(path[6:] + "/")))}, ""
-        gv = path.removeprefix("/apis/").removeprefix("/api/")
-        if path.startswith(("/api/", "/apis/")) and gv in groups:
+        gv = path.removeprefix("/apis/") if path.startswith("/apis/") else path.removeprefix("/api/")
+        if path.startswith(("/api/", "/apis/")) and gv in groups and ("/" in gv) == path.startswith("/apis/"):
             return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
                          "resources": [e for r in groups[gv] for e in self._api_resources(r)]}, ""
         if path == "/openapi/v2":
