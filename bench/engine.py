@@ -101,12 +101,12 @@ def main() -> None:
         for kind, request in requests(subject).items():
             decision = engine.decide(request, view)
             assert decision.governed, kind
-            table[size][kind] = rate(lambda request=request: engine.decide(request, view))
+            table[size][kind] = rate(lambda request=request, view=view: engine.decide(request, view))
         table[size]["objects"] = sum(view.counts().values())
     kinds = list(next(iter(table.values())).keys() - {"objects"})
     kinds.sort()
     print(f"{'view objects':>12} " + " ".join(f"{k:>24}" for k in kinds))
-    for size, row in table.items():
+    for row in table.values():
         print(f"{int(row['objects']):>12} " + " ".join(f"{row[k]:>20,.0f} /s " for k in kinds))
     smallest = table[args.sizes[0]]
     worst = max(smallest[k] / row[k] for row in table.values() for k in kinds)

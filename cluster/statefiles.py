@@ -24,7 +24,7 @@ from policies.models import MODELS, KubeObject
 from policies.view import InMemoryView
 
 try:  # the C loader is several times faster on large dumps
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc]
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover - PyYAML without libyaml
     _Loader = yaml.SafeLoader
 
@@ -151,7 +151,7 @@ def _check_object(path: str, index: int, item: int | None, data: Any) -> dict[st
     if kind.endswith("List") and "items" in data:
         return data
     if not isinstance(meta, dict) or not (
-        isinstance(meta.get("name"), str) and meta["name"] or isinstance(meta.get("generateName"), str)
+        (isinstance(meta.get("name"), str) and meta["name"]) or isinstance(meta.get("generateName"), str)
     ):
         raise InputError(f"{where}: {kind} has no metadata.name")
     return data

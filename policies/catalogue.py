@@ -19,14 +19,14 @@ from .models import KubeObject
 from .view import ClusterView
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     DENY = "deny"
     WARN = "warn"
     AUDIT = "audit"
     OFF = "off"
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     PASS = "pass"
     FAIL = "fail"
     UNKNOWN = "unknown"
@@ -34,7 +34,7 @@ class Outcome(str, enum.Enum):
     SKIP = "skip"
 
 
-class Operation(str, enum.Enum):
+class Operation(enum.StrEnum):
     CREATE = "CREATE"
     UPDATE = "UPDATE"
     DELETE = "DELETE"

@@ -204,14 +204,18 @@ class Provisioning(Model):
 class NetworkSpec(Model):
     type: str | None = None
     name: str | None = None
-    virtual_machine_mac_address_name: str | None = None
+    virtual_machine_mac_address_name: str | None = Field(
+        default=None, alias="virtualMachineMACAddressName"
+    )
 
 
 class NetworkStatus(Model):
     type: str | None = None
     name: str | None = None
     mac_address: str | None = None
-    virtual_machine_mac_address_name: str | None = None
+    virtual_machine_mac_address_name: str | None = Field(
+        default=None, alias="virtualMachineMACAddressName"
+    )
 
 
 class VirtualMachineSpec(Model):
@@ -264,7 +268,8 @@ class VirtualMachine(KubeObject):
 
     def mac_address_names(self) -> list[str]:
         names: list[str] = []
-        for network in [*self.spec.networks, *self.status.networks]:
+        networks: list[NetworkSpec | NetworkStatus] = [*self.spec.networks, *self.status.networks]
+        for network in networks:
             if network.type == "Main":
                 continue
             name = network.virtual_machine_mac_address_name

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from . import kinds
 from .models import (
@@ -117,7 +117,7 @@ class InMemoryView:
 
     def _index(self, obj: KubeObject, namespace: str) -> None:
         for index, key in self._index_keys(obj, namespace):
-            index[key][obj.name] = obj  # type: ignore[index]
+            index[key][obj.name] = obj
 
     def _unindex(self, obj: KubeObject, namespace: str) -> None:
         for index, key in self._index_keys(obj, namespace):
@@ -127,7 +127,9 @@ class InMemoryView:
                 if not entries:
                     del index[key]
 
-    def _index_keys(self, obj: KubeObject, namespace: str) -> Iterator[tuple[dict, object]]:  # type: ignore[type-arg]
+    def _index_keys(
+        self, obj: KubeObject, namespace: str
+    ) -> Iterator[tuple[dict[Any, dict[str, Any]], Any]]:
         if isinstance(obj, VirtualMachineIPAddress):
             for address in obj.addresses():
                 yield self._ip_index, (namespace, address)

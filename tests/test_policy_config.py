@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from policies import kinds
-from policies.catalogue import CATALOGUE, Action, Finding, Operation, Outcome, RuleContext, RuleRequest
+from policies.catalogue import (
+    CATALOGUE,
+    Action,
+    Finding,
+    Operation,
+    Outcome,
+    RuleContext,
+    RuleRequest,
+)
 from policies.config import PolicyConfig, PolicyError, load_policy
 from policies.engine import Decision, Engine, EngineRequest
 from policies.view import InMemoryView

@@ -1,4 +1,4 @@
 """Every rule of SPEC section 2, one module per kind of request. Importing this package
 registers them in `policies.catalogue.CATALOGUE`, in catalogue order."""
 
-from . import vds, vms, vmr, vd, update  # noqa: F401
+from . import update, vd, vds, vmr, vms  # noqa: F401

@@ -4,9 +4,9 @@ the rule's context, so the rule's outcome can be `unknown`."""
 
 from __future__ import annotations
 
+from .. import kinds
 from ..catalogue import RuleContext
 from ..models import PersistentVolumeClaim, StorageClass, VirtualDisk, VirtualMachine
-from .. import kinds
 
 
 def disk_resizing(disk: VirtualDisk) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .. import kinds
-from ..catalogue import Finding, RuleContext, RuleRequest, rule
+from ..catalogue import Action, Finding, RuleContext, RuleRequest, rule
 from ..models import (
     PersistentVolumeClaim,
     VirtualDisk,
@@ -19,7 +19,6 @@ from ..models import (
     VirtualMachineSnapshot,
     VolumeSnapshotClass,
 )
-from ..catalogue import Action
 from .common import (
     CONSISTENCY_FIX,
     consistency_required,

@@ -14,7 +14,14 @@ from typing import Any
 
 import jsonpatch
 
-from cluster.statefiles import Document, InputError, build_view, list_kind, parse_document, read_documents
+from cluster.statefiles import (
+    Document,
+    InputError,
+    build_view,
+    list_kind,
+    parse_document,
+    read_documents,
+)
 from policies.catalogue import Operation
 from policies.engine import Engine, EngineRequest
 from policies.models import MODELS

@@ -146,13 +146,13 @@ def test_objects_are_applied_in_order(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "all.yaml").write_text(disk + ACCEPTING)
     code, out, _ = run(capsys, "check", "-o", "json", str(tmp_path / "all.yaml"))
     document = json.loads(out)
-    assert document["summary"]["skipped"] == 2  # a plain disk and the ConfigMap
+    assert code == 0 and document["summary"]["skipped"] == 2  # a plain disk and the ConfigMap
     (result,) = document["results"]
     assert result["source"].endswith("all.yaml#2")
     assert not any(w["rule"] == "vds-disk-exists" for w in result["warnings"])
     # Reversed order: the disk is not there yet when the snapshot is decided.
     (tmp_path / "rev.yaml").write_text(ACCEPTING + "---\n" + disk)
-    code, out, _ = run(capsys, "check", "-o", "json", str(tmp_path / "rev.yaml"))
+    _code, out, _ = run(capsys, "check", "-o", "json", str(tmp_path / "rev.yaml"))
     first = json.loads(out)["results"][0]
     assert any(w["rule"] == "vds-disk-exists" for w in first["warnings"])
 
@@ -168,7 +168,7 @@ def test_denied_objects_do_not_join_the_view(files: Path, capsys: pytest.Capture
           dataSource: {type: ObjectRef, objectRef: {kind: VirtualDiskSnapshot, name: snap-inconsistent}}
         """)
     (files / "both.yaml").write_text(INCONSISTENT + restore)
-    code, out, _ = run(capsys, "check", "-o", "json", "--state", str(files / "state.yaml"), str(files / "both.yaml"))
+    _code, out, _ = run(capsys, "check", "-o", "json", "--state", str(files / "state.yaml"), str(files / "both.yaml"))
     results = json.loads(out)["results"]
     assert [r["allowed"] for r in results] == [False, True]
     assert any(w["rule"] == "vd-snapshot-exists" for w in results[1]["warnings"])  # unknown: no VDS at all
@@ -187,7 +187,7 @@ def test_existing_object_is_decided_as_update(files: Path, capsys: pytest.Captur
 
 def test_mutate_reports_and_applies_defaults(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--mutate adds the absent defaults and decides the defaulted object."""
-    code, out, _ = run(capsys, "check", "--mutate", "-o", "json", "--state", str(files / "state.yaml"),
+    _code, out, _ = run(capsys, "check", "--mutate", "-o", "json", "--state", str(files / "state.yaml"),
                        str(files / "bad.yaml"), str(files / "good.yaml"))
     first, second = json.loads(out)["results"]
     assert first["patch"] == [{"op": "add", "path": "/spec/requiredConsistency", "value": True}]
@@ -206,7 +206,7 @@ def test_stdin(files: Path) -> None:
 
 def test_junit(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """JUnit: one testcase per object, one failure per deny."""
-    code, out, _ = run(capsys, "check", "-o", "junit", "--state", str(files / "state.yaml"),
+    _code, out, _ = run(capsys, "check", "-o", "junit", "--state", str(files / "state.yaml"),
                        str(files / "bad.yaml"), str(files / "good.yaml"))
     root = ET.fromstring(out.split("\n", 1)[1])
     cases = root.findall(".//testcase")
@@ -220,7 +220,7 @@ def test_junit(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_sarif(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """SARIF 2.1.0: ruleId is the rule id, the location is the file and document line."""
     (files / "multi.yaml").write_text(ACCEPTING + "---\n" + INCONSISTENT)
-    code, out, _ = run(capsys, "check", "-o", "sarif", "--state", str(files / "state.yaml"), str(files / "multi.yaml"))
+    _code, out, _ = run(capsys, "check", "-o", "sarif", "--state", str(files / "state.yaml"), str(files / "multi.yaml"))
     sarif = json.loads(out)
     assert sarif["version"] == "2.1.0"
     run_ = sarif["runs"][0]
@@ -234,7 +234,7 @@ def test_sarif(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_github(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """GitHub workflow commands carry file, line and the rule as title."""
-    code, out, _ = run(capsys, "check", "-o", "github", "--state", str(files / "state.yaml"), str(files / "bad.yaml"))
+    _code, out, _ = run(capsys, "check", "-o", "github", "--state", str(files / "state.yaml"), str(files / "bad.yaml"))
     first = out.splitlines()[0]
     assert first.startswith(f"::error file={files / 'bad.yaml'},line=1,title=vds-consistency::")
     assert "\n" not in first
