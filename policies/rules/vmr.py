@@ -163,16 +163,14 @@ def _suggested_name(kind: str, name: str) -> str:
     return name[: limit - len(suffix)].rstrip("-.") + suffix
 
 
-def _rename_hint(plan: RestorePlan, obj: RestoredObject) -> str:
+def _rename_hint(obj: RestoredObject) -> str:
     """How to restore `obj` under another name: change the entry that renamed it, or
-    add one."""
+    add one. Ends the message (the entry is pasted as the last thing)."""
     suggestion = _suggested_name(obj.kind, obj.restored_name)
     if obj.replacement is not None:
-        return (
-            f"set spec.nameReplacements[{obj.replacement}].to to a free name, "
-            f'e.g. "{suggestion}"'
-        )
-    return "restore it under another name: add to spec.nameReplacements " + (
+        return f'set spec.nameReplacements[{obj.replacement}].to to a free name, e.g. "{suggestion}"'
+    return (
+        "restore it under another name with the spec.nameReplacements entry "
         f"- {_replacement_entry(obj.kind, obj.original_name, suggestion)}"
     )
 
@@ -251,8 +249,8 @@ def vmr_snapshot_ready(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext
     elif state.error is not None:
         yield Finding(
             f'The snapshot Secret "{secret_name}" of virtual machine snapshot "{name}" cannot be '
-            f"read: {state.error.message}; the Secret must stay as the platform wrote it, take a "
-            "new snapshot",
+            f'read: its data key "{state.error.key}" {state.error.problem}; the Secret must stay as '
+            "the platform wrote it, take a new snapshot",
             SNAPSHOT_FIELD,
         )
     elif state.secret is None and ctx.needs(kinds.SECRET):
@@ -295,9 +293,10 @@ def _invalid_name_reason(name: str, kind: str | None) -> str | None:
     return None
 
 
-def _valid_name_like(name: str) -> str:
+def _valid_name_like(name: str, limit: int = MAX_VM_NAME_LENGTH) -> str:
+    """A valid name close to `name`, to suggest in a message."""
     cleaned = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")
-    return cleaned or "restored"
+    return cleaned[:limit].rstrip("-.") or "restored"
 
 
 @rule(
@@ -318,7 +317,7 @@ def vmr_name_replacements(req: RuleRequest[VirtualMachineRestore], ctx: RuleCont
         reason = _invalid_name_reason(to, kind)
         if reason:
             yield Finding(
-                f'{entry}.to "{to}" {reason}; choose a name such as "{_valid_name_like(to)[:MAX_VM_NAME_LENGTH]}"',
+                f'{entry}.to "{to}" {reason}; choose a name such as "{_valid_name_like(to)}"',
                 f"{entry}.to",
             )
         if kind and kind not in RESTORED_KINDS:
@@ -391,13 +390,13 @@ def vmr_name_conflict(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext)
         if existing is None or _created_by_restore(existing, uid):
             continue
         forced = (
-            ", or set spec.restoreMode: Forced to restore over it (its disks are replaced)"
+            ", set spec.restoreMode: Forced to restore over it (its disks are replaced)"
             if obj.kind == kinds.VIRTUAL_MACHINE
             else ""
         )
         yield Finding(
             f'The {KIND_WORDS[obj.kind]} "{obj.restored_name}" already exists in namespace '
-            f'"{req.namespace}"; delete it first, {_rename_hint(plan, obj)}{forced}',
+            f'"{req.namespace}"; delete it first{forced}, or {_rename_hint(obj)}',
             REPLACEMENTS_FIELD,
         )
 
@@ -415,9 +414,45 @@ def _attached_elsewhere(
     return not (_forced(req) and holder and holder == plan.vm.restored_name)
 
 
-def _holder(address: VirtualMachineIPAddress | VirtualMachineMACAddress) -> str:
-    holder = address.status.virtual_machine_name
-    return f' (attached to virtual machine "{holder}")' if holder else ""
+def _in_use_message(
+    req: RuleRequest[VirtualMachineRestore],
+    plan: RestorePlan,
+    obj: RestoredObject,
+    existing: VirtualMachineIPAddress | VirtualMachineMACAddress,
+    stored_address: str,
+) -> str:
+    """VMR-9 / VMR-11 in the platform's words, then how to fix it. Renaming the address
+    helps only when the snapshot pins no address: a renamed copy asks for the same one."""
+    holder = existing.status.virtual_machine_name
+    user = f'virtual machine "{holder}"' if holder else "the virtual machine using it"
+    fixes = [f"delete {user} or detach the address from it first"]
+    if stored_address:
+        fixes[0] += f' (a new name would not help: the snapshot holds the address "{stored_address}")'
+    if holder and holder == plan.vm.restored_name and not _forced(req):
+        fixes.append(f'set spec.restoreMode: Forced to restore over virtual machine "{holder}"')
+    if not stored_address:
+        fixes.append(_rename_hint(obj))
+    return (
+        f'The {KIND_WORDS[obj.kind]} "{obj.restored_name}" is already in use and cannot be used for '
+        f"the restored virtual machine (attached to {user}); " + ", or ".join(fixes)
+    )
+
+
+def _taken_message(
+    kind: str, address: str, other: VirtualMachineIPAddress | VirtualMachineMACAddress, reuse: str
+) -> str:
+    """VMR-10 / VMR-11 in the platform's words, then how to free the address."""
+    words = KIND_WORDS[kind]
+    holder = other.status.virtual_machine_name
+    if other.attached:
+        user = f'virtual machine "{holder}"' if holder else "a virtual machine"
+        fix = f"{user} uses it: free it first (delete that virtual machine or give it another address)"
+    else:
+        fix = f'free it by deleting {words} "{other.name}"' + (f", or {reuse}" if reuse else "")
+    return (
+        f'The set address "{address}" is already in use by the different {words} "{other.name}" and '
+        f"cannot be used for the restored virtual machine; {fix}"
+    )
 
 
 @rule(
@@ -435,26 +470,10 @@ def vmr_ip_in_use(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> 
     existing = ctx.view.get(VirtualMachineIPAddress, req.namespace, vmip.restored_name)
     if existing is None or _created_by_restore(existing, _restore_uid(req)):
         return
-    if not _attached_elsewhere(existing, req, plan):
-        return
-    static_ip = _stored_static_ip(plan)
-    if static_ip:
-        # Renaming would not help: the renamed address asks for the same static IP.
-        other_ways = (
-            f'; the snapshot holds the static IP "{static_ip}", so the machine can be restored '
-            "only where no other address holds it"
+    if _attached_elsewhere(existing, req, plan):
+        yield Finding(
+            _in_use_message(req, plan, vmip, existing, _stored_static_ip(plan)), REPLACEMENTS_FIELD
         )
-    else:
-        other_ways = f", or {_rename_hint(plan, vmip)}"
-    holder = existing.status.virtual_machine_name
-    if holder and holder == plan.vm.restored_name and not _forced(req):
-        other_ways += ", or set spec.restoreMode: Forced to restore over that virtual machine"
-    yield Finding(
-        f'The virtual machine ip address "{vmip.restored_name}" is already in use and cannot be '
-        f"used for the restored virtual machine{_holder(existing)}; delete that virtual machine "
-        f"or detach the address from it first{other_ways}",
-        REPLACEMENTS_FIELD,
-    )
 
 
 def _stored_section(obj: RestoredObject | None, section: str) -> dict[str, Any]:
@@ -488,18 +507,11 @@ def vmr_ip_taken(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> I
     for other in sorted(ctx.view.ip_addresses_holding(req.namespace, address), key=lambda o: o.name):
         if other.name == vmip.restored_name:
             continue
-        reuse = (
-            f", or restore onto it with spec.nameReplacements - "
-            f"{_replacement_entry(vmip.kind, vmip.original_name, other.name)}"
-            if not other.attached
-            else f"{_holder(other)}"
+        # An unattached address holding the IP can be reused by restoring onto its name.
+        reuse = "restore onto it with the spec.nameReplacements entry - " + _replacement_entry(
+            vmip.kind, vmip.original_name, other.name
         )
-        yield Finding(
-            f'The set address "{address}" is already in use by the different virtual machine ip '
-            f'address "{other.name}" and cannot be used for the restored virtual machine; free the '
-            f'address by deleting virtual machine ip address "{other.name}"{reuse}',
-            SNAPSHOT_FIELD,
-        )
+        yield Finding(_taken_message(vmip.kind, address, other, reuse), SNAPSHOT_FIELD)
 
 
 @rule(
@@ -527,7 +539,7 @@ def vmr_ip_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -
             f'The virtual machine ip address "{existing.name}" already exists with the static IP '
             f'"{existing.spec.static_ip or ""}", but the snapshot holds "{expected}": the restore would '
             "reuse it and the restored virtual machine would get another address; delete the "
-            f'existing address first, or {_rename_hint(plan, vmip)}',
+            f"existing address first, or {_rename_hint(vmip)}",
             REPLACEMENTS_FIELD,
         )
 
@@ -555,28 +567,16 @@ def vmr_mac_conflict(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) 
         if not mac.restored_name:
             continue
         existing = ctx.view.get(VirtualMachineMACAddress, req.namespace, mac.restored_name)
+        address = _stored_mac(mac)
         if existing is not None and not _created_by_restore(existing, uid) and _attached_elsewhere(
             existing, req, plan
         ):
-            yield Finding(
-                f'The virtual machine mac address "{mac.restored_name}" is already in use and cannot '
-                f"be used for the restored virtual machine{_holder(existing)}; delete that virtual "
-                f"machine or detach the address from it first, or {_rename_hint(plan, mac)}",
-                REPLACEMENTS_FIELD,
-            )
-        address = _stored_mac(mac)
+            yield Finding(_in_use_message(req, plan, mac, existing, address), REPLACEMENTS_FIELD)
         if not address:
             continue
         for other in sorted(ctx.view.mac_addresses_holding(req.namespace, address), key=lambda o: o.name):
-            if other.name == mac.restored_name:
-                continue
-            yield Finding(
-                f'The set address "{address}" is already in use by the different virtual machine '
-                f'mac address "{other.name}" and cannot be used for the restored virtual machine; '
-                f'free the address by deleting virtual machine mac address "{other.name}"'
-                f"{_holder(other)}",
-                SNAPSHOT_FIELD,
-            )
+            if other.name != mac.restored_name:
+                yield Finding(_taken_message(mac.kind, address, other, ""), SNAPSHOT_FIELD)
 
 
 @rule(
@@ -606,7 +606,7 @@ def vmr_secret_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContex
     fix = (
         "delete it or put the stored data back (a sysprep Secret cannot be renamed by a restore)"
         if by_sysprep
-        else f"delete it or put the stored data back, or {_rename_hint(plan, secret)}"
+        else f"delete it or put the stored data back, or {_rename_hint(secret)}"
     )
     yield Finding(
         f'The provisioner secret "{secret.restored_name}" already exists and does not have the same '
