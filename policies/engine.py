@@ -111,12 +111,20 @@ class Engine:
     def __init__(self, policy: PolicyConfig | None = None) -> None:
         self.policy = policy or PolicyConfig()
         self._exempt = frozenset(self.policy.exempt_namespaces)
+        # The rules of each (kind, operation) with their configured actions, resolved
+        # once: decide() runs on the admission hot path.
+        self._plan: dict[tuple[str, Operation], list[tuple[Rule, Action]]] = {}
+        for kind in kinds.GOVERNED_KINDS:
+            for operation in Operation:
+                self._plan[(kind, operation)] = [
+                    (rule, self.action_for(rule.id)) for rule in rules_for(kind, operation)
+                ]
 
     def action_for(self, rule_id: str) -> Action:
         return self.policy.action_for(rule_id)
 
     def governs(self, kind: str, operation: Operation) -> bool:
-        return bool(rules_for(kind, operation))
+        return bool(self._plan.get((kind, operation)))
 
     def defaults(self, request: EngineRequest) -> list[dict[str, Any]]:
         """RFC 6902 operations filling the absent defaults of a CREATE."""
@@ -125,7 +133,7 @@ class Engine:
         return default_patch(request.kind, request.object)
 
     def decide(self, request: EngineRequest, view: ClusterView) -> Decision:
-        rules = rules_for(request.kind, request.operation)
+        rules = self._plan.get((request.kind, request.operation))
         if not rules:
             return Decision()
         if request.namespace in self._exempt:
@@ -147,7 +155,7 @@ class Engine:
                 results=(RuleResult(OBJECT_INVALID, Outcome.FAIL, Action.DENY, message=message),),
                 violations=(violation,),
             )
-        rules = [r for r in rules if r.applies is None or r.applies(obj)]
+        rules = [(r, a) for r, a in rules if r.applies is None or r.applies(obj)]
         if not rules:
             return Decision()
         namespace = request.namespace or (
@@ -159,17 +167,17 @@ class Engine:
             request.operation, namespace, request.name or obj.name, obj, old, raw, old_raw
         )
         memo: dict[str, tuple[Any, frozenset[str]]] = {}
-        results = [self._run(rule, rule_request, view, memo) for rule in rules]
+        results = [self._run(rule, action, rule_request, view, memo) for rule, action in rules]
         return self._decision(results)
 
     def _run(
         self,
         rule: Rule,
+        action: Action,
         request: RuleRequest[KubeObject],
         view: ClusterView,
         memo: dict[str, tuple[Any, frozenset[str]]],
     ) -> RuleResult:
-        action = self.action_for(rule.id)
         if action is Action.OFF:
             return RuleResult(rule.id, Outcome.SKIP, action)
         context = RuleContext(view, memo)

@@ -227,19 +227,23 @@ def vds_snapshot_class(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) 
         )
 
 
-def _default_class_problem(ctx: RuleContext, disk: VirtualDisk) -> str | None:
-    """Why a disk's snapshot would get no VolumeSnapshotClass by default, or None."""
-    storage_class = disk_storage_class(ctx, disk)
-    if not storage_class:
-        return None
-    # The answer depends on the storage class only: a VM's disks usually share one.
-    defaults: list[str] | None = ctx.shared(
-        f"default-snapshot-classes/{storage_class}",
-        lambda inner: _default_classes(inner, storage_class),
-    )
-    if defaults is None or len(defaults) == 1:
-        return None
+def _default_classes(ctx: RuleContext, storage_class: str) -> tuple[str, list[str]] | None:
+    """The driver of a storage class and the names of its default VolumeSnapshotClasses,
+    or None when the driver or the classes are not known."""
     provisioner = storage_class_provisioner(ctx, storage_class)
+    if not provisioner or not ctx.needs(kinds.VOLUME_SNAPSHOT_CLASS):
+        return None
+    defaults = sorted(c.name for c in ctx.view.snapshot_classes_for_driver(provisioner) if c.is_default)
+    return provisioner, defaults
+
+
+def _default_class_problem(
+    disk_name: str, storage_class: str, classes: tuple[str, list[str]] | None
+) -> str | None:
+    """Why a disk's snapshot would get no VolumeSnapshotClass by default, or None."""
+    if classes is None or len(classes[1]) == 1:
+        return None
+    provisioner, defaults = classes
     fix = (
         f'annotate exactly one VolumeSnapshotClass of driver "{provisioner}" with '
         f'{kinds.DEFAULT_CLASS_ANNOTATION}: "true"'
@@ -247,22 +251,13 @@ def _default_class_problem(ctx: RuleContext, disk: VirtualDisk) -> str | None:
     if not defaults:
         return (
             f'no default VolumeSnapshotClass exists for driver "{provisioner}" (storage class '
-            f'"{storage_class}" of virtual disk "{disk.name}"), so the snapshot would get none; {fix}'
+            f'"{storage_class}" of virtual disk "{disk_name}"), so the snapshot would get none; {fix}'
         )
     return (
-        f'driver "{provisioner}" (storage class "{storage_class}" of virtual disk "{disk.name}") '
-        f"has several default VolumeSnapshotClasses ({', '.join(sorted(defaults))}) and the "
+        f'driver "{provisioner}" (storage class "{storage_class}" of virtual disk "{disk_name}") '
+        f"has several default VolumeSnapshotClasses ({', '.join(defaults)}) and the "
         f"snapshot controller refuses to choose; {fix}"
     )
-
-
-def _default_classes(ctx: RuleContext, storage_class: str) -> list[str] | None:
-    """Names of the default VolumeSnapshotClasses of a storage class's driver, or None
-    when the driver or the classes are not known."""
-    provisioner = storage_class_provisioner(ctx, storage_class)
-    if not provisioner or not ctx.needs(kinds.VOLUME_SNAPSHOT_CLASS):
-        return None
-    return sorted(c.name for c in ctx.view.snapshot_classes_for_driver(provisioner) if c.is_default)
 
 
 @rule(
@@ -279,7 +274,10 @@ def snapshot_class_default(
         if obj.spec.volume_snapshot_class_name:
             return
         disk = _disk(req, ctx)  # type: ignore[arg-type]
-        problem = _default_class_problem(ctx, disk) if disk is not None else None
+        storage_class = disk_storage_class(ctx, disk) if disk is not None else None
+        if disk is None or not storage_class:
+            return
+        problem = _default_class_problem(disk.name, storage_class, _default_classes(ctx, storage_class))
         if problem:
             yield Finding(problem + " or set spec.volumeSnapshotClassName", DISK_FIELD)
         return
@@ -290,10 +288,15 @@ def snapshot_class_default(
     if vm is None:
         return
     mapped = {e.storage_class_name for e in obj.spec.volume_snapshot_classes if e.storage_class_name}
+    # The answer depends on the storage class only, and a VM's disks usually share one.
+    by_class: dict[str, tuple[str, list[str]] | None] = {}
     for disk_name in vm.disk_names():
         disk = ctx.view.get(VirtualDisk, req.namespace, disk_name)
-        if disk is None or disk_storage_class(ctx, disk) in mapped:
+        storage_class = disk_storage_class(ctx, disk) if disk is not None else None
+        if not storage_class or storage_class in mapped:
             continue
-        problem = _default_class_problem(ctx, disk)
+        if storage_class not in by_class:
+            by_class[storage_class] = _default_classes(ctx, storage_class)
+        problem = _default_class_problem(disk_name, storage_class, by_class[storage_class])
         if problem:
             yield Finding(problem, "spec.virtualMachineName")
