@@ -25,7 +25,9 @@ What it deliberately does not do: authentication/authorization (every caller is
 defaulting or pruning, CEL (matchConditions, validating admission policies), managedFields and
 real field ownership for server-side apply, consistent snapshots for paged lists (later pages see
 current data), deletecollection, propagationPolicy (Foreground/Orphan), webhook reinvocation,
-protobuf, Table watches, sendInitialEvents, and any controller besides GC and namespace cleanup.
+sendInitialEvents, `kubectl explain` (no schemas), and any controller besides GC and namespace
+cleanup. Protobuf request bodies (kubectl's typed generators such as `kubectl create secret`) get
+415; use manifests (`kubectl apply -f` / `create -f`), which kubectl sends as JSON.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -84,43 +87,29 @@ class Resource:
 
 
 R, DVP, SNAP = Resource, "virtualization.deckhouse.io", "snapshot.storage.k8s.io"
-PHASE = (("Phase", "status.phase"),)
+PHASE, CONSISTENT = ("Phase", "status.phase"), ("Consistent", "status.consistent")
+EVENT_FIELDS = ("involvedObject.kind", "involvedObject.name", "involvedObject.namespace", "involvedObject.uid", "reason", "type")
+# One line per served kind. Everything (discovery, routing, lists, openapi, kubectl tables) derives from this.
 RESOURCES: list[Resource] = [
-    R("", "v1", "namespaces", "Namespace", namespaced=False, status=True, short_names=("ns",),
-      columns=(("Status", "status.phase"),)),
+    R("", "v1", "namespaces", "Namespace", namespaced=False, status=True, short_names=("ns",), columns=(("Status", "status.phase"),)),
     R("", "v1", "secrets", "Secret", field_selectors=("type",), columns=(("Type", "type"),)),
-    R("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", status=True,
-      short_names=("pvc",), columns=(("Status", "status.phase"),)),
+    R("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", status=True, short_names=("pvc",), columns=(("Status", "status.phase"),)),
     R("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
-    R("", "v1", "events", "Event", short_names=("ev",), field_selectors=(
-        "involvedObject.kind", "involvedObject.name", "involvedObject.namespace",
-        "involvedObject.uid", "reason", "type")),
-    R("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False,
-      short_names=("sc",), columns=(("Provisioner", "provisioner"),)),
-    R(SNAP, "v1", "volumesnapshots", "VolumeSnapshot", status=True, short_names=("vs",),
-      columns=(("ReadyToUse", "status.readyToUse"),)),
-    R(SNAP, "v1", "volumesnapshotclasses", "VolumeSnapshotClass", namespaced=False,
-      short_names=("vsclass", "vsclasses"), columns=(("Driver", "driver"),)),
-    R(DVP, "v1alpha2", "virtualdisks", "VirtualDisk", status=True, short_names=("vd",), columns=PHASE),
-    R(DVP, "v1alpha2", "virtualmachines", "VirtualMachine", status=True, short_names=("vm",),
-      columns=PHASE),
-    R(DVP, "v1alpha2", "virtualmachineipaddresses", "VirtualMachineIPAddress", status=True,
-      short_names=("vmip", "vmips"), columns=PHASE),
-    R(DVP, "v1alpha2", "virtualmachinemacaddresses", "VirtualMachineMACAddress", status=True,
-      short_names=("vmmac", "vmmacs"), columns=PHASE),
-    R(DVP, "v1alpha2", "virtualmachineblockdeviceattachments", "VirtualMachineBlockDeviceAttachment",
-      status=True, short_names=("vmbda", "vmbdas"), columns=PHASE),
-    R(DVP, "v1alpha2", "virtualdisksnapshots", "VirtualDiskSnapshot", status=True,
-      short_names=("vdsnapshot", "vds"), columns=(*PHASE, ("Consistent", "status.consistent"))),
-    R(DVP, "v1alpha2", "virtualmachinesnapshots", "VirtualMachineSnapshot", status=True,
-      short_names=("vmsnapshot", "vmsnapshots"), columns=(*PHASE, ("Consistent", "status.consistent"))),
-    R(DVP, "v1alpha2", "virtualmachinerestores", "VirtualMachineRestore", status=True,
-      short_names=("vmrestore", "vmrestores"), columns=PHASE),
+    R("", "v1", "events", "Event", short_names=("ev",), field_selectors=EVENT_FIELDS),
+    R("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False, short_names=("sc",), columns=(("Provisioner", "provisioner"),)),
+    R(SNAP, "v1", "volumesnapshots", "VolumeSnapshot", status=True, short_names=("vs",), columns=(("ReadyToUse", "status.readyToUse"),)),
+    R(SNAP, "v1", "volumesnapshotclasses", "VolumeSnapshotClass", namespaced=False, short_names=("vsclass", "vsclasses"), columns=(("Driver", "driver"),)),
+    R(DVP, "v1alpha2", "virtualdisks", "VirtualDisk", status=True, short_names=("vd",), columns=(PHASE,)),
+    R(DVP, "v1alpha2", "virtualmachines", "VirtualMachine", status=True, short_names=("vm",), columns=(PHASE,)),
+    R(DVP, "v1alpha2", "virtualmachineipaddresses", "VirtualMachineIPAddress", status=True, short_names=("vmip", "vmips"), columns=(PHASE,)),
+    R(DVP, "v1alpha2", "virtualmachinemacaddresses", "VirtualMachineMACAddress", status=True, short_names=("vmmac", "vmmacs"), columns=(PHASE,)),
+    R(DVP, "v1alpha2", "virtualmachineblockdeviceattachments", "VirtualMachineBlockDeviceAttachment", status=True, short_names=("vmbda", "vmbdas"), columns=(PHASE,)),
+    R(DVP, "v1alpha2", "virtualdisksnapshots", "VirtualDiskSnapshot", status=True, short_names=("vdsnapshot", "vds"), columns=(PHASE, CONSISTENT)),
+    R(DVP, "v1alpha2", "virtualmachinesnapshots", "VirtualMachineSnapshot", status=True, short_names=("vmsnapshot", "vmsnapshots"), columns=(PHASE, CONSISTENT)),
+    R(DVP, "v1alpha2", "virtualmachinerestores", "VirtualMachineRestore", status=True, short_names=("vmrestore", "vmrestores"), columns=(PHASE,)),
     R("coordination.k8s.io", "v1", "leases", "Lease", columns=(("Holder", "spec.holderIdentity"),)),
-    R("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
-      "ValidatingWebhookConfiguration", namespaced=False),
-    R("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
-      "MutatingWebhookConfiguration", namespaced=False),
+    R("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", namespaced=False),
+    R("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", namespaced=False),
     R("wgpolicyk8s.io", "v1alpha2", "policyreports", "PolicyReport", short_names=("polr",)),
 ]
 
@@ -315,6 +304,13 @@ class _Req:
     sub: str
     user: Obj
     warnings: list[str]
+    streaming: bool = False  # response headers already sent (watch)
+
+    def options(self, kind: str) -> Obj:  # Create/UpdateOptions as admission webhooks see them
+        opts = {"kind": kind, "apiVersion": "meta.k8s.io/v1", "fieldManager": self.query.get("fieldManager")}
+        if self.dry_run:
+            opts["dryRun"] = ["All"]
+        return {k: v for k, v in opts.items() if v}
 
     @property
     def dry_run(self) -> bool:
@@ -425,7 +421,9 @@ class KubeAPIServer:
 
     def start(self) -> KubeAPIServer:
         if self._started_once:  # a restarted apiserver's watch cache starts at the current rv
-            self.expire_history()
+            with self._lock:
+                self._history.clear()
+                self._floor = self._rv
         self._httpd = _HTTPServer(("127.0.0.1", self.port), _Handler)
         self._httpd.api = self
         self.port = self._httpd.server_address[1]
@@ -456,8 +454,10 @@ class KubeAPIServer:
         self.stop()
 
     def expire_history(self) -> None:
-        """Compact: watches and continue tokens from any resourceVersion before now get 410."""
+        """Compact: every resourceVersion handed out so far becomes too old. Watches from them,
+        open watches included, get a 410 ERROR event and continue tokens a 410 Expired error."""
         with self._cond:
+            self._rv += 1
             self._history.clear()
             self._floor = self._rv
             self._cond.notify_all()
@@ -590,6 +590,12 @@ class KubeAPIServer:
                 h.send_body(code, result, req.warnings)
         except ApiError as e:
             h.send_body(e.code, e.status, req.warnings if req else [])
+        except Exception as e:  # a bug in this server: answer like the apiserver's panic handler
+            traceback.print_exc()
+            if req and req.streaming:
+                h.close_connection = True
+            else:
+                h.send_body(500, status_body(500, "InternalError", f"Internal error occurred: {e!r}"))
 
     def _route(self, h: _Handler, path: str, query: dict[str, str], body: bytes, user: Obj) -> _Req:
         parts = path.strip("/").split("/")
@@ -721,6 +727,7 @@ class KubeAPIServer:
         h.send_header("Transfer-Encoding", "chunked")
         h.send_header("Cache-Control", "no-cache, private")
         h.end_headers()
+        req.streaming = True
         with self._lock:
             epoch, self._watches = self._epoch, self._watches + 1
             if rv_param in ("", "0"):  # "get state and start at most recent"
@@ -733,6 +740,9 @@ class KubeAPIServer:
         try:
             while True:
                 for event in out:
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED") and (table := self._maybe_table(
+                            req, [event["object"]], {"resourceVersion": event["object"]["metadata"]["resourceVersion"]})):
+                        event = {"type": event["type"], "object": table}  # kubectl get -w
                     data = json.dumps(event).encode() + b"\n"
                     h.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
                 if out and out[-1]["type"] == "ERROR":
@@ -807,7 +817,7 @@ class KubeAPIServer:
         md = obj["metadata"]
         if md.get("resourceVersion"):
             raise ApiError(500, "", "resourceVersion should not be set on objects to be created")
-        opts = {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": req.query.get("fieldManager")}
+        opts = req.options("CreateOptions")
         obj = self._admit("mutating", "CREATE", req, obj, None, opts)
         md = obj.setdefault("metadata", {})
         if not md.get("name"):
@@ -839,10 +849,8 @@ class KubeAPIServer:
 
     def _update(self, req: _Req) -> tuple[int, Obj]:
         body = self._check_body(req, req.json())
-        if not body["metadata"].get("resourceVersion") and not req.res.builtin:
-            raise invalid(req.res, req.name, "metadata.resourceVersion",
-                          "Invalid value: 0x0: must be specified for an update")
-        return self._guaranteed_update(req, lambda old: copy.deepcopy(body), "UpdateOptions")
+        return self._guaranteed_update(req, lambda old: copy.deepcopy(body), "UpdateOptions",
+                                       require_rv=not req.res.builtin)
 
     def _patch(self, req: _Req) -> tuple[int, Obj]:
         ctype = req.handler.headers.get("Content-Type", "").split(";")[0].strip()
@@ -881,9 +889,10 @@ class KubeAPIServer:
                            "application/merge-patch+json, application/apply-patch+yaml")
         return self._guaranteed_update(req, apply, "UpdateOptions")
 
-    def _guaranteed_update(self, req: _Req, compute: Callable[[Obj], Any], opts_kind: str) -> tuple[int, Obj]:
+    def _guaranteed_update(self, req: _Req, compute: Callable[[Obj], Any], opts_kind: str,
+                           require_rv: bool = False) -> tuple[int, Obj]:
         res = req.res
-        opts = {"kind": opts_kind, "apiVersion": "meta.k8s.io/v1", "fieldManager": req.query.get("fieldManager")}
+        opts = req.options(opts_kind)
         for _ in range(10):
             with self._lock:
                 old = self._stored(res, req.ns, req.name)
@@ -891,6 +900,9 @@ class KubeAPIServer:
             if new["metadata"].get("name") != req.name:
                 raise ApiError(400, "BadRequest", f"the name of the object ({new['metadata'].get('name')}) "
                                f"does not match the name on the URL ({req.name})")
+            if require_rv and not new["metadata"].get("resourceVersion"):  # CRDs: no unconditional PUT
+                raise invalid(res, req.name, "metadata.resourceVersion",
+                              "Invalid value: 0x0: must be specified for an update")
             if (new["metadata"].get("resourceVersion") or old["metadata"]["resourceVersion"]) \
                     != old["metadata"]["resourceVersion"]:
                 raise conflict(res, req.name, "the object has been modified; please apply your changes "
@@ -1054,9 +1066,10 @@ class KubeAPIServer:
                 raise ApiError(400, "BadRequest", f'admission webhook "{name}" does not support dry run')
             gvk = {"group": res.group, "version": res.version, "kind": res.kind}
             gvr = {"group": res.group, "version": res.version, "resource": res.plural}
+            obj_name = (obj or old or {}).get("metadata", {}).get("name", "")
             request = {"uid": str(uuid.uuid4()), "kind": gvk, "resource": gvr, "requestKind": gvk,
-                       "requestResource": gvr, "name": (obj or old or {}).get("metadata", {}).get("name", ""),
-                       "namespace": req.ns or (req.name if res.plural == "namespaces" else ""),
+                       "requestResource": gvr, "name": obj_name,  # a Namespace is its own namespace:
+                       "namespace": req.ns or (obj_name if res.plural == "namespaces" else ""),
                        "operation": op, "userInfo": req.user, "object": obj, "oldObject": old,
                        "dryRun": dry_run, "options": options}
             if req.sub:
