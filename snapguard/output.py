@@ -1,7 +1,8 @@
-"""Output formats of `snapguard check` (and the admission results of `audit`):
-text for a terminal, JSON as SPEC section 3 defines it, JUnit XML, SARIF 2.1.0 and
-GitHub workflow commands. One result per decided object, with the file and line of its
-document so CI annotations point at the manifest.
+"""Output formats of `snapguard check` and `snapguard audit`: text for a terminal, JSON
+as SPEC section 3 defines it, JUnit XML, SARIF 2.1.0 and (check) GitHub workflow
+commands. One result per decided object, with the file and line of its document so CI
+annotations point at the manifest; an object read from a live cluster has a
+`cluster://<context>/<namespace>/<kind>/<name>` URI and a logical location instead.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from policies.audit import FINDING_RULES, AuditFinding, AuditSummary, PreflightEntry
 from policies.catalogue import CATALOGUE, Action
 from policies.engine import Decision, Violation
 
@@ -34,6 +36,8 @@ class Result:
     operation: str
     decision: Decision
     patch: tuple[dict[str, Any], ...] = ()
+    # `<kind>/<namespace>/<name>` for an object of a live cluster (no file, line 0).
+    logical: str = ""
 
     @property
     def display(self) -> str:
@@ -164,25 +168,28 @@ def sarif_rules() -> list[dict[str, Any]]:
     ]
 
 
-def sarif_result(rule_id: str, level: str, message: str, path: str, line: int) -> dict[str, Any]:
+def sarif_result(
+    rule_id: str, level: str, message: str, path: str, line: int, logical: str = ""
+) -> dict[str, Any]:
+    """A SARIF result at a file and line, or (line 0, `logical` set) at an object of a
+    live cluster: its URI, and `<kind>/<namespace>/<name>` as the logical location."""
+    physical: dict[str, Any] = {"artifactLocation": {"uri": path}}
+    if line > 0 or not logical:
+        physical["region"] = {"startLine": max(line, 1)}
+    location: dict[str, Any] = {"physicalLocation": physical}
+    if logical:
+        location["logicalLocations"] = [{"fullyQualifiedName": logical, "kind": "resource"}]
     return {
         "ruleId": rule_id,
         "level": level,
         "message": {"text": message},
-        "locations": [
-            {
-                "physicalLocation": {
-                    "artifactLocation": {"uri": path},
-                    "region": {"startLine": max(line, 1)},
-                }
-            }
-        ],
+        "locations": [location],
     }
 
 
 def render_sarif(results: Sequence[Result], extra_results: Sequence[dict[str, Any]] = (), extra_rules: Sequence[dict[str, Any]] = ()) -> str:
     sarif_results = [
-        sarif_result(v.rule, _SARIF_LEVEL[level], f"{r.display}: {v.message}", r.path, r.line)
+        sarif_result(v.rule, _SARIF_LEVEL[level], f"{r.display}: {v.message}", r.path, r.line, r.logical)
         for r in results
         for level, v in _finding_lines(r)
     ]
@@ -244,3 +251,259 @@ def render(output: str, results: Sequence[Result], summary: Summary) -> str:
     if output == "github":
         return render_github(results, summary)
     return render_text(results, summary)
+
+
+# --- audit -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an audited object came from: its document in a state file, or its URI in
+    a live cluster (line 0, with a logical location)."""
+
+    source: str
+    path: str
+    line: int = 0
+    logical: str = ""
+
+
+@dataclass(frozen=True)
+class AuditOutput:
+    """An audit report with every object placed, ready to render."""
+
+    results: Sequence[Result]
+    findings: Sequence[tuple[AuditFinding, Location]]
+    preflight: Sequence[tuple[PreflightEntry, Location]] | None
+    summary: AuditSummary
+    notes: Sequence[str] = ()
+
+
+AUDIT_FORMATS = ("text", "json", "junit", "sarif")
+
+
+def audit_summary_json(summary: AuditSummary) -> dict[str, int]:
+    return {
+        "checked": summary.results,
+        "denied": summary.denied,
+        "warned": summary.warned,
+        "skipped": summary.skipped,
+        "findings": summary.findings,
+        "preflight": summary.preflight,
+        "notReady": summary.not_ready,
+    }
+
+
+def _rule_messages(violations: Sequence[Violation]) -> list[dict[str, str]]:
+    return [{"rule": v.rule, "message": v.message} for v in violations]
+
+
+def render_audit_json(report: AuditOutput) -> str:
+    document: dict[str, Any] = {
+        "results": [result_json(r) for r in report.results],
+        "findings": [
+            {
+                "kind": finding.kind,
+                "namespace": finding.namespace,
+                "name": finding.name,
+                "rule": finding.rule,
+                "message": finding.message,
+            }
+            for finding, _ in report.findings
+        ],
+    }
+    if report.preflight is not None:
+        document["preflight"] = [
+            {
+                "namespace": entry.namespace,
+                "name": entry.name,
+                "ready": entry.ready,
+                "violations": _rule_messages(entry.violations),
+                "warnings": _rule_messages(entry.warnings),
+            }
+            for entry, _ in report.preflight
+        ]
+    document["notes"] = list(report.notes)
+    document["summary"] = audit_summary_json(report.summary)
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows with every column but the last (a free-text message) padded to align."""
+    widths = [
+        max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers) - 1)
+    ]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [str(cell).ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, str(row[-1])]).rstrip())
+    return lines
+
+
+def render_audit_text(report: AuditOutput) -> str:
+    lines: list[str] = []
+    rows: list[list[str]] = []
+    for result in report.results:
+        findings = _finding_lines(result)
+        base = [result.kind, result.namespace, result.name]
+        if not findings:
+            rows.append([*base, "ok", "", ""])
+        for level, violation in findings:
+            rows.append([*base, level, violation.rule, violation.message])
+    lines.append(
+        f"Unfinished snapshots and restores, decided as if created now ({len(report.results)}):"
+    )
+    lines.extend(_table(["KIND", "NAMESPACE", "NAME", "VERDICT", "RULE", "MESSAGE"], rows) if rows else ["  none"])
+    lines.append("")
+    lines.append(f"Findings ({len(report.findings)}):")
+    finding_rows = [
+        [f.kind, f.namespace, f.name, f.rule, f.message] for f, _ in report.findings
+    ]
+    lines.extend(
+        _table(["KIND", "NAMESPACE", "NAME", "RULE", "MESSAGE"], finding_rows)
+        if finding_rows
+        else ["  none"]
+    )
+    if report.preflight is not None:
+        lines.append("")
+        lines.append(
+            "Preflight: can each virtual machine get a consistent snapshot now "
+            f"({len(report.preflight)}):"
+        )
+        preflight_rows: list[list[str]] = []
+        for entry, _ in report.preflight:
+            base = [entry.namespace, entry.name, "yes" if entry.ready else "no"]
+            notes = [("DENY", v) for v in entry.violations] + [("WARN", v) for v in entry.warnings]
+            if not notes:
+                preflight_rows.append([*base, "", ""])
+            for level, violation in notes:
+                preflight_rows.append([*base, f"{level} {violation.rule}", violation.message])
+        lines.extend(
+            _table(["NAMESPACE", "NAME", "READY", "RULE", "MESSAGE"], preflight_rows)
+            if preflight_rows
+            else ["  none"]
+        )
+    if report.notes:
+        lines.append("")
+        lines.append("Notes:")
+        lines.extend(f"  - {note}" for note in report.notes)
+    lines.append("")
+    summary = report.summary
+    text = (
+        f"{summary.results} checked, {summary.denied} denied, {summary.warned} warned, "
+        f"{summary.skipped} skipped, {summary.findings} findings"
+    )
+    if report.preflight is not None:
+        text += f", {summary.preflight} preflight, {summary.not_ready} not ready"
+    lines.append(text)
+    return "\n".join(lines)
+
+
+def _testcase(parent: ET.Element, classname: str, name: str, location: Location) -> ET.Element:
+    attributes = {"classname": classname, "name": name}
+    if location.line > 0:
+        attributes.update(file=location.path, line=str(location.line))
+    else:
+        attributes["file"] = location.path
+    return ET.SubElement(parent, "testcase", attributes)
+
+
+def render_audit_junit(report: AuditOutput) -> str:
+    suites = ET.Element("testsuites", name="snapguard audit")
+    total = failures = 0
+
+    def suite(name: str, tests: int, failed: int) -> ET.Element:
+        nonlocal total, failures
+        total += tests
+        failures += failed
+        return ET.SubElement(
+            suites, "testsuite", name=name, tests=str(tests), failures=str(failed), errors="0", skipped="0"
+        )
+
+    results = suite("snapguard audit: results", len(report.results), report.summary.denied)
+    for result in report.results:
+        name = f"{result.namespace}/{result.name}"
+        case = _testcase(results, result.kind, name, Location(result.source, result.path, result.line, result.logical))
+        for violation in result.decision.violations:
+            failure = ET.SubElement(case, "failure", message=f"{violation.rule}: {violation.message}", type=violation.rule)
+            failure.text = f"{result.source}: {violation.field}: {violation.message}"
+        notes = [f"{level} {v.rule}: {v.message}" for level, v in _finding_lines(result) if level != "DENY"]
+        if notes:
+            ET.SubElement(case, "system-out").text = "\n".join(notes)
+
+    # One testcase per object with findings, one failure per finding.
+    by_object: dict[tuple[str, str, str], list[tuple[AuditFinding, Location]]] = {}
+    for finding, location in report.findings:
+        by_object.setdefault((finding.kind, finding.namespace, finding.name), []).append((finding, location))
+    findings = suite("snapguard audit: findings", len(by_object), len(by_object))
+    for (kind, namespace, name), entries in by_object.items():
+        case = _testcase(findings, kind, f"{namespace}/{name}", entries[0][1])
+        for finding, location in entries:
+            failure = ET.SubElement(case, "failure", message=f"{finding.rule}: {finding.message}", type=finding.rule)
+            failure.text = f"{location.source}: {finding.message}"
+
+    if report.preflight is not None:
+        preflight = suite("snapguard audit: preflight", len(report.preflight), report.summary.not_ready)
+        for entry, location in report.preflight:
+            case = _testcase(preflight, "VirtualMachine", f"{entry.namespace}/{entry.name}", location)
+            for violation in entry.violations:
+                failure = ET.SubElement(case, "failure", message=f"{violation.rule}: {violation.message}", type=violation.rule)
+                failure.text = f"{location.source}: {violation.message}"
+            if entry.warnings:
+                ET.SubElement(case, "system-out").text = "\n".join(
+                    f"WARN {v.rule}: {v.message}" for v in entry.warnings
+                )
+    suites.set("tests", str(total))
+    suites.set("failures", str(failures))
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
+
+
+def audit_sarif_rules() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": rule.id,
+            "name": rule.id,
+            "shortDescription": {"text": rule.summary},
+            "defaultConfiguration": {"level": "error"},
+        }
+        for rule in FINDING_RULES.values()
+    ]
+
+
+def render_audit_sarif(report: AuditOutput) -> str:
+    extra: list[dict[str, Any]] = []
+    for finding, location in report.findings:
+        extra.append(
+            sarif_result(
+                finding.rule,
+                "error",
+                f"{finding.kind} {finding.namespace}/{finding.name}: {finding.message}",
+                location.path,
+                location.line,
+                location.logical,
+            )
+        )
+    for entry, location in report.preflight or ():
+        for violation in entry.violations:
+            extra.append(
+                sarif_result(
+                    violation.rule,
+                    "error",
+                    f"VirtualMachine {entry.namespace}/{entry.name} cannot get a consistent "
+                    f"snapshot now: {violation.message}",
+                    location.path,
+                    location.line,
+                    location.logical,
+                )
+            )
+    return render_sarif(report.results, extra, audit_sarif_rules())
+
+
+def render_audit(output: str, report: AuditOutput) -> str:
+    if output == "json":
+        return render_audit_json(report)
+    if output == "junit":
+        return render_audit_junit(report)
+    if output == "sarif":
+        return render_audit_sarif(report)
+    return render_audit_text(report)
