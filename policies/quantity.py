@@ -6,7 +6,7 @@ Pure: no I/O here.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 _SUFFIXES = {
     "": Decimal(1),
@@ -32,11 +32,13 @@ def parse_quantity(value: str | int | float | None) -> Decimal | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return Decimal(str(value))
+        number = Decimal(str(value))
+        return number if number.is_finite() else None
     match = _QUANTITY.match(value.strip())
     if not match:
         return None
     try:
-        return Decimal(match.group(1)) * _SUFFIXES[match.group(2)]
-    except InvalidOperation:
+        number = Decimal(match.group(1)) * _SUFFIXES[match.group(2)]
+    except ArithmeticError:  # InvalidOperation, and Overflow for exponents like 1e9999999
         return None
+    return number if number.is_finite() else None

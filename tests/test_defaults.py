@@ -16,6 +16,7 @@ import pytest
 
 from policies import kinds
 from policies.catalogue import Operation
+from policies.config import load_policy
 from policies.defaults import default_patch
 from policies.engine import Engine, EngineRequest
 
@@ -200,8 +201,6 @@ def test_virtual_disk_gets_no_defaults() -> None:
 
 def test_exempt_namespace_gets_no_defaults() -> None:
     """An exempt namespace is not mutated either."""
-    from policies.config import load_policy
-
     engine = Engine(load_policy({"exemptNamespaces": ["kube-system"]}, "policy.yaml"))
     obj = manifest(VDS, {"virtualDiskName": "d1"})
     assert engine.defaults(create(obj, namespace="kube-system")) == []
