@@ -132,11 +132,10 @@ def _key(obj: KubeObject) -> ObjectKey:
 
 
 @dataclass(frozen=True)
-class AuditResult:
-    """An unfinished object decided as if it were created now."""
+class _AboutObject:
+    """An entry of the report about one object."""
 
     object: ObjectKey
-    decision: Decision
 
     @property
     def kind(self) -> str:
@@ -152,26 +151,20 @@ class AuditResult:
 
 
 @dataclass(frozen=True)
-class AuditFinding:
+class AuditResult(_AboutObject):
+    """An unfinished object decided as if it were created now."""
+
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class AuditFinding(_AboutObject):
     """Something wrong with an existing object, and what to do about it."""
 
-    object: ObjectKey
     rule: str
     message: str
     # The reason the platform recorded, when the finding is about a Failed object.
     reason: str = ""
-
-    @property
-    def kind(self) -> str:
-        return self.object.kind
-
-    @property
-    def namespace(self) -> str:
-        return self.object.namespace
-
-    @property
-    def name(self) -> str:
-        return self.object.name
 
 
 @dataclass(frozen=True)
@@ -187,19 +180,10 @@ class AuditCheck:
 
 
 @dataclass(frozen=True)
-class PreflightEntry:
+class PreflightEntry(_AboutObject):
     """Whether a consistent VirtualMachineSnapshot of a VM would be admitted now."""
 
-    object: ObjectKey
     decision: Decision
-
-    @property
-    def namespace(self) -> str:
-        return self.object.namespace
-
-    @property
-    def name(self) -> str:
-        return self.object.name
 
     @property
     def ready(self) -> bool:
