@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
@@ -43,7 +44,7 @@ def api_client(target: ClusterTarget) -> client.ApiClient:
             config.load_incluster_config(client_configuration=configuration)
             return client.ApiClient(configuration)
         return config.new_client_from_config(config_file=target.kubeconfig, context=target.context)
-    except (ConfigException, OSError, TypeError, ValueError) as error:
+    except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as error:
         where = target.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ClusterConfigError(f"{where}: cannot load cluster configuration: {reason}") from None

@@ -87,16 +87,32 @@ class InMemoryView:
         self._given.add(kind)
 
     def put(self, obj: KubeObject) -> None:
-        """Add or replace an object (by kind, namespace and name)."""
+        """Add or replace an object (by kind, namespace and name).
+
+        Readers of the watch cache take no lock, so an update never leaves a moment in
+        which an index lacks the object: the new entries go in first (replacing the old
+        object under keys both versions share, one atomic dict assignment each) and only
+        the keys the new version lost are dropped afterwards."""
         kind = obj.KIND or obj.kind
         namespace = self._namespace_of(kind, obj)
         by_name = self._objects[kind].setdefault(namespace, {})
         previous = by_name.get(obj.name)
-        if previous is not None:
-            self._unindex(previous, namespace)
+        new_keys = list(self._index_keys(obj, namespace))
+        for index, key in new_keys:
+            index[key][obj.name] = obj
         by_name[obj.name] = obj
         self._given.add(kind)
-        self._index(obj, namespace)
+        if previous is None:
+            return
+        kept = {(id(index), key) for index, key in new_keys}
+        for index, key in self._index_keys(previous, namespace):
+            if (id(index), key) in kept:
+                continue
+            entries = index.get(key)
+            if entries is not None and entries.get(obj.name) is previous:
+                del entries[obj.name]
+                if not entries:
+                    del index[key]
 
     def remove(self, kind: str, namespace: str, name: str) -> KubeObject | None:
         namespace = namespace if kinds.is_namespaced(kind) else ""

@@ -377,6 +377,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # A watch cache opens one watch per kind at once; the default backlog of 5 refuses some.
+    request_queue_size = 128
     api: KubeAPIServer
 
 

@@ -1,0 +1,1 @@
+"""Tests of the cluster adapter against the in-process Kubernetes API server."""
