@@ -333,6 +333,9 @@ class _WebhookError(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two sends; with Nagle on, the second waits for the
+    # client's delayed ACK and every request costs ~44 ms instead of ~0.6 ms.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def setup(self) -> None:
