@@ -10,7 +10,8 @@ become `ApiError` with the HTTP status and the Status body's reason and message.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kubernetes import client
@@ -18,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from policies import kinds
+from policies.kinds import KindInfo
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -47,17 +49,36 @@ class ApiError(Exception):
 
 def _api_error(error: ApiException) -> ApiError:
     reason, message = str(error.reason or ""), ""
+    raw = error.body
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
     try:
-        body = json.loads(error.body or "{}")
+        body = json.loads(raw or "{}")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict):
         reason = str(body.get("reason") or reason)
         message = str(body.get("message") or "")
-    except (TypeError, ValueError):
-        message = str(error.body or "")
+    else:
+        message = str(raw or "")
     return ApiError(int(error.status or 0), reason, message)
 
 
-def resource_path(kind: str, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
-    info = kinds.KINDS[kind]
+def _network_reason(error: BaseException) -> str:
+    """`Connection refused` rather than urllib3's wrapped object reprs."""
+    reason = getattr(error, "reason", None) or error
+    text = " ".join(str(reason).split())
+    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", text)
+    text = re.sub(r"^Failed to establish a new connection:\s*", "", text)
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    return text or type(error).__name__
+
+
+def resource_path(
+    kind: str | KindInfo, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+) -> str:
+    """The REST path of a kind of `policies.kinds` (by name), or of any kind given by its KindInfo."""
+    info = kind if isinstance(kind, KindInfo) else kinds.KINDS[kind]
     base = f"/apis/{info.group}/{info.version}" if info.group else f"/api/{info.version}"
     if info.namespaced and namespace:
         base += f"/namespaces/{namespace}"
@@ -71,11 +92,25 @@ def resource_path(kind: str, namespace: str | None = None, name: str | None = No
 
 class KubeApi:
     """REST calls for one API server. Thread-safe as far as the underlying ApiClient is
-    (urllib3's pool is); timeouts are explicit on every call."""
+    (urllib3's pool is); timeouts are explicit on every call: seconds in all, or a
+    (connect, read) pair. Kinds are named as in `policies.kinds`; `extra_kinds` adds
+    kinds the engine does not know (the audit's PolicyReport)."""
 
-    def __init__(self, api_client: client.ApiClient, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        timeout: float | tuple[float, float] = 30.0,
+        extra_kinds: Iterable[KindInfo] = (),
+    ) -> None:
         self.api_client = api_client
         self.timeout = timeout
+        self.extra_kinds = {info.kind: info for info in extra_kinds}
+
+    def _path(
+        self, kind: str, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        return resource_path(self.extra_kinds.get(kind, kind), namespace, name, subresource)
 
     def _call(
         self,
@@ -86,7 +121,7 @@ class KubeApi:
         body: Any = None,
         content_type: str | None = None,
         stream: bool = False,
-        timeout: float | None = None,
+        timeout: float | tuple[float, float] | None = None,
     ) -> Any:
         headers = {"Accept": "application/json"}
         if content_type:
@@ -111,26 +146,26 @@ class KubeApi:
                 post_params=post,
                 _request_timeout=timeout if timeout is not None else self.timeout,
             )
-        except ApiException as error:
-            raise _api_error(error) from None
-        except (Urllib3Error, OSError) as error:
-            raise ApiError(0, "Unreachable", f"{api.configuration.host}: {error}") from None
-        raw = response.response  # urllib3's response, not preloaded
-        if not 200 <= response.status < 300:
+            raw = response.response  # urllib3's response, not preloaded
+            if stream and 200 <= response.status < 300:
+                return raw
             data = raw.data
             raw.release_conn()
+        except ApiException as error:
+            if not error.status:  # the client's own failure (TLS): the server was not reached
+                raise ApiError(0, "Unreachable", f"{api.configuration.host}: {_network_reason(error)}") from None
+            raise _api_error(error) from None
+        except (Urllib3Error, OSError) as error:
+            raise ApiError(0, "Unreachable", f"{api.configuration.host}: {_network_reason(error)}") from None
+        if not 200 <= response.status < 300:
             raise _api_error(ApiException(status=response.status, reason=response.reason, body=data))
-        if stream:
-            return raw
-        data = raw.data
-        raw.release_conn()
         return json.loads(data) if data else {}
 
     # --- reads -------------------------------------------------------------------
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._call("GET", resource_path(kind, namespace, name))
+            result: dict[str, Any] = self._call("GET", self._path(kind, namespace, name))
         except ApiError as error:
             if error.not_found:
                 return None
@@ -154,7 +189,7 @@ class KubeApi:
             query.append(("fieldSelector", field_selector))
         if label_selector:
             query.append(("labelSelector", label_selector))
-        page: dict[str, Any] = self._call("GET", resource_path(kind, namespace), query=query)
+        page: dict[str, Any] = self._call("GET", self._path(kind, namespace), query=query)
         return page
 
     def list_all(
@@ -191,7 +226,7 @@ class KubeApi:
         if field_selector:
             query.append(("fieldSelector", field_selector))
         response = self._call(
-            "GET", resource_path(kind, namespace), query=query, stream=True, timeout=timeout_seconds + 30
+            "GET", self._path(kind, namespace), query=query, stream=True, timeout=timeout_seconds + 30
         )
         try:
             buffer = b""
@@ -212,20 +247,20 @@ class KubeApi:
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         namespace = obj.get("metadata", {}).get("namespace")
-        result: dict[str, Any] = self._call("POST", resource_path(obj["kind"], namespace), body=obj)
+        result: dict[str, Any] = self._call("POST", self._path(obj["kind"], namespace), body=obj)
         return result
 
     def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         result: dict[str, Any] = self._call(
-            "PUT", resource_path(obj["kind"], meta.get("namespace"), meta["name"]), body=obj
+            "PUT", self._path(obj["kind"], meta.get("namespace"), meta["name"]), body=obj
         )
         return result
 
     def replace_status(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         result: dict[str, Any] = self._call(
-            "PUT", resource_path(obj["kind"], meta.get("namespace"), meta["name"], "status"), body=obj
+            "PUT", self._path(obj["kind"], meta.get("namespace"), meta["name"], "status"), body=obj
         )
         return result
 
@@ -241,7 +276,7 @@ class KubeApi:
     ) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "PATCH",
-            resource_path(kind, namespace, name, subresource),
+            self._path(kind, namespace, name, subresource),
             body=patch,
             content_type=content_type,
         )
@@ -250,7 +285,7 @@ class KubeApi:
     def delete(self, kind: str, namespace: str | None, name: str) -> bool:
         """Delete; False when it was already gone."""
         try:
-            self._call("DELETE", resource_path(kind, namespace, name))
+            self._call("DELETE", self._path(kind, namespace, name))
         except ApiError as error:
             if error.not_found:
                 return False

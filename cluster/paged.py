@@ -16,30 +16,34 @@ rules that need it report `unknown` instead of passing; `read_cluster` returns o
 per such kind. Anything else (the server unreachable, 5xx) is a `ClusterError` with one
 line naming the server.
 
-The only audit module that imports `kubernetes` (with its sibling `cluster/reports.py`).
+The connection comes from `cluster.config`, the requests go through `cluster.api`'s
+`KubeApi` (as do those of its sibling `cluster/reports.py`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from http import HTTPStatus
+from typing import Any, ParamSpec, TypeVar
 
-import urllib3
-import yaml
-from kubernetes import client as kube_client
-from kubernetes import config as kube_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 from pydantic import ValidationError
 
 from policies import kinds
 from policies.kinds import KindInfo
 from policies.models import MODELS, KubeObject, Secret, parse_object
 from policies.view import InMemoryView
+
+from .api import ApiError, KubeApi
+from .config import (
+    ClusterConfigError,
+    ClusterTarget,
+    api_client,
+    in_cluster,
+    kube_context,
+    pod_namespace,
+    server_url,
+)
 
 # Objects per list request. kube-apiserver serves up to this many from its watch cache
 # cheaply; 500 is what kubectl and client-go's pager use.
@@ -53,6 +57,8 @@ LIST_ATTEMPTS = 3
 
 Progress = Callable[[str, int], None]
 T = TypeVar("T", bound=KubeObject)
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 class ClusterError(Exception):
@@ -69,140 +75,65 @@ class Cluster:
     # The context's namespace, the default scope as for kubectl.
     namespace: str = "default"
 
+    def api(self, *extra_kinds: KindInfo) -> KubeApi:
+        """The REST calls, with the audit's request timeout."""
+        return KubeApi(self.api_client, timeout=REQUEST_TIMEOUT, extra_kinds=extra_kinds)
+
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _network_reason(error: BaseException) -> str:
-    """`Connection refused` rather than urllib3's wrapped object reprs."""
-    reason = getattr(error, "reason", None) or error
-    text = _one_line(str(reason))
-    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", text)
-    text = re.sub(r"^Failed to establish a new connection:\s*", "", text)
-    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
-    return text or type(error).__name__
-
-
-def api_reason(error: ApiException) -> str:
+def api_reason(error: ApiError) -> str:
     """`404 Not Found: <the server's message>`."""
-    message = ""
-    body = error.body
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str) and body:
-        try:
-            message = str(json.loads(body).get("message") or "")
-        except (ValueError, AttributeError):
-            message = body
-    status = f"{error.status} {error.reason or ''}".strip()
-    return f"{status}: {_one_line(message)}" if message else status
+    try:
+        phrase = HTTPStatus(error.status).phrase
+    except ValueError:
+        phrase = error.reason
+    status = f"{error.status} {phrase or ''}".strip()
+    return f"{status}: {_one_line(error.message)}" if error.message else status
+
+
+def request(server: str, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """A `KubeApi` request: a server that cannot be reached (status 0) or that answers
+    without JSON is a `ClusterError`; any other API error stays an `ApiError`."""
+    try:
+        return call(*args, **kwargs)
+    except ApiError as error:
+        if error.status:
+            raise
+        detail = error.message.removeprefix(f"{server}: ") or error.reason
+        raise ClusterError(
+            f"cannot reach the Kubernetes API server at {server}: {_one_line(detail)}"
+        ) from None
+    except ValueError as error:
+        raise ClusterError(f"the Kubernetes API server at {server} sent no JSON: {error}") from None
 
 
 def connect(kubeconfig: str | None, context: str | None) -> Cluster:
     """A client for the kubeconfig (default: $KUBECONFIG or ~/.kube/config) and context
-    (default: its current one); without either, inside a pod, the pod's service account."""
+    (default: its current one); without either, inside a pod, the pod's service account
+    when that kubeconfig cannot be used (a kubeconfig first, as kubectl does)."""
+    target = ClusterTarget(kubeconfig, context)
     try:
-        api_client = kube_config.new_client_from_config(
-            config_file=kubeconfig, context=context, persist_config=False
-        )
-        contexts, active = kube_config.list_kube_config_contexts(config_file=kubeconfig)
-    except ConfigException as error:
-        if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        client = api_client(target, persist_config=False, service_account=False)
+        name, namespace = kube_context(target)
+    except ClusterConfigError as error:
+        if kubeconfig is None and context is None and in_cluster():
             return _in_cluster()
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        raise ClusterError(f"cannot use kubeconfig {where}: {_one_line(str(error))}") from None
-    except OSError as error:
-        raise ClusterError(
-            f"cannot read kubeconfig {kubeconfig}: {error.strerror or error}"
-        ) from None
-    except Exception as error:  # the loader raises YAML, type and key errors on bad files
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        what = "invalid YAML" if isinstance(error, yaml.YAMLError) else "not a valid kubeconfig"
-        raise ClusterError(f"cannot use kubeconfig {where}: {what} ({first_line})") from None
-    chosen = next((c for c in contexts if c.get("name") == context), active) if context else active
-    chosen = chosen or {}
-    name = str(chosen.get("name") or context or "")
-    server = str(api_client.configuration.host or "")
+        raise ClusterError(f"cannot use kubeconfig {error.where}: {error.reason}") from None
+    server = server_url(client)
     if not server:
         raise ClusterError(f"kubeconfig context {name!r} names a cluster without a server URL")
-    namespace = str((chosen.get("context") or {}).get("namespace") or "default")
-    return Cluster(api_client, name, server, namespace)
+    return Cluster(client, name, server, namespace)
 
 
 def _in_cluster() -> Cluster:
-    configuration = kube_client.Configuration()
     try:
-        kube_config.load_incluster_config(client_configuration=configuration)
-    except ConfigException as error:
-        raise ClusterError(f"cannot use the pod's service account: {_one_line(str(error))}") from None
-    namespace = "default"
-    try:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding="utf-8") as file:
-            namespace = file.read().strip() or namespace
-    except OSError:
-        pass
-    return Cluster(kube_client.ApiClient(configuration), "in-cluster", configuration.host, namespace)
-
-
-def _snake(kind: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
-
-
-class KubeApi:
-    """The typed client calls for a kind, returning parsed JSON (`_preload_content=False`
-    keeps the client from building its own model objects of every item)."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.core = kube_client.CoreV1Api(cluster.api_client)
-        self.storage = kube_client.StorageV1Api(cluster.api_client)
-        self.custom = kube_client.CustomObjectsApi(cluster.api_client)
-
-    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            response = function(
-                *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
-            )
-            return json.loads(response.data)
-        except ApiException:
-            raise
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise ClusterError(
-                f"cannot reach the Kubernetes API server at {self.cluster.server}: "
-                f"{_network_reason(error)}"
-            ) from None
-        except ValueError as error:
-            raise ClusterError(
-                f"the Kubernetes API server at {self.cluster.server} sent no JSON: {error}"
-            ) from None
-
-    def list(self, info: KindInfo, namespace: str | None, **query: Any) -> Any:
-        if info.group == "":
-            snake = _snake(info.kind)
-            if info.namespaced and namespace is not None:
-                return self.call(getattr(self.core, f"list_namespaced_{snake}"), namespace, **query)
-            if info.namespaced:
-                return self.call(getattr(self.core, f"list_{snake}_for_all_namespaces"), **query)
-            return self.call(getattr(self.core, f"list_{snake}"), **query)
-        if info.group == "storage.k8s.io":
-            return self.call(getattr(self.storage, f"list_{_snake(info.kind)}"), **query)
-        if info.namespaced and namespace is not None:
-            return self.call(
-                self.custom.list_namespaced_custom_object,
-                info.group,
-                info.version,
-                namespace,
-                info.plural,
-                **query,
-            )
-        return self.call(
-            self.custom.list_cluster_custom_object, info.group, info.version, info.plural, **query
-        )
-
-    def read_secret(self, namespace: str, name: str) -> Any:
-        return self.call(self.core.read_namespaced_secret, name, namespace)
+        client = api_client(ClusterTarget())
+    except ClusterConfigError as error:
+        raise ClusterError(f"cannot use the pod's service account: {error.reason}") from None
+    return Cluster(client, "in-cluster", server_url(client), pod_namespace())
 
 
 def _qualified(info: KindInfo) -> str:
@@ -267,7 +198,7 @@ def _parse(raw: Any, info: KindInfo, server: str) -> KubeObject:
 class _Reader:
     def __init__(self, cluster: Cluster, namespace: str | None, page_size: int, progress: Progress | None) -> None:
         self.cluster = cluster
-        self.api = KubeApi(cluster)
+        self.api = cluster.api()
         self.namespace = namespace
         self.page_size = page_size
         self.progress = progress
@@ -278,32 +209,37 @@ class _Reader:
     def fetch_secret(self, namespace: str, name: str) -> Secret | None:
         info = kinds.KINDS[kinds.SECRET]
         try:
-            raw = self.api.read_secret(namespace, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
+            raw = request(self.cluster.server, self.api.get, kinds.SECRET, namespace, name)
+        except ApiError as error:
             raise ClusterError(
                 f"cannot read Secret {namespace}/{name} from {self.cluster.server}: "
                 f"{api_reason(error)}"
             ) from None
+        if raw is None:  # 404
+            return None
         obj = _parse(raw, info, self.cluster.server)
         return obj if isinstance(obj, Secret) else None
 
     def list_kind(self, info: KindInfo) -> None:
-        query: dict[str, Any] = {}
+        field_selector = None
         if info.kind == kinds.SECRET:
             # Never every Secret's data: the snapshot Secrets only, others by name.
-            query["field_selector"] = f"type={kinds.SNAPSHOT_SECRET_TYPE}"
+            field_selector = f"type={kinds.SNAPSHOT_SECRET_TYPE}"
         namespace = self.namespace if info.namespaced else None
         for attempt in range(LIST_ATTEMPTS):
             listed: list[tuple[str, str]] = []
             token: str | None = None
             try:
                 while True:
-                    page_query = dict(query, limit=self.page_size)
-                    if token:
-                        page_query["_continue"] = token
-                    page = self.api.list(info, namespace, **page_query)
+                    page = request(
+                        self.cluster.server,
+                        self.api.list_page,
+                        info.kind,
+                        namespace,
+                        limit=self.page_size,
+                        continue_token=token,
+                        field_selector=field_selector,
+                    )
                     for raw in page.get("items") or ():
                         obj = _parse(raw, info, self.cluster.server)
                         self.view.put(obj)
@@ -314,8 +250,8 @@ class _Reader:
                         self.progress(info.kind, len(listed))
                     if not token:
                         break
-            except ApiException as error:
-                if error.status == 410 and attempt + 1 < LIST_ATTEMPTS:
+            except ApiError as error:
+                if error.gone and attempt + 1 < LIST_ATTEMPTS:
                     # The continue token expired: list the kind again, from scratch.
                     for obj_namespace, name in listed:
                         self.view.remove(info.kind, obj_namespace, name)
@@ -326,7 +262,7 @@ class _Reader:
             self.counts[info.kind] = len(listed)
             return
 
-    def list_failed(self, info: KindInfo, error: ApiException) -> None:
+    def list_failed(self, info: KindInfo, error: ApiError) -> None:
         if error.status in (403, 404):
             why = (
                 "the cluster does not serve it"
