@@ -109,8 +109,6 @@ def view_source_for(args: argparse.Namespace) -> ViewSource:
             "state files or a cluster"
         )
     if explicit or (in_cluster() and not args.state):
-        import yaml
-
         from cluster.api import KubeApi
         from cluster.watchcache import DEFAULT_STALENESS_BOUND, WatchCache
 
@@ -118,10 +116,6 @@ def view_source_for(args: argparse.Namespace) -> ViewSource:
             client = api_client(ClusterTarget(args.kubeconfig, args.context))
         except ClusterConfigError as error:
             raise UsageError(str(error)) from None
-        except yaml.YAMLError as error:  # not mapped by cluster.config (yet)
-            where = args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-            problem = getattr(error, "problem", None) or type(error).__name__
-            raise UsageError(f"{where}: cannot load cluster configuration: not YAML: {problem}") from None
         bound = args.staleness_bound if args.staleness_bound is not None else DEFAULT_STALENESS_BOUND
         return WatchCache(
             KubeApi(client),
