@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from . import kinds
 from .catalogue import (
+    CATALOGUE,
     Action,
     Finding,
     Operation,
@@ -119,6 +120,12 @@ class Engine:
                 self._plan[(kind, operation)] = [
                     (rule, self.action_for(rule.id)) for rule in rules_for(kind, operation)
                 ]
+        # Results are immutable values: the common ones are built once, not per request.
+        self._settled: dict[str, RuleResult] = {}
+        for rule in CATALOGUE.values():
+            action = self.action_for(rule.id)
+            outcome = Outcome.SKIP if action is Action.OFF else Outcome.PASS
+            self._settled[rule.id] = RuleResult(rule.id, outcome, action)
 
     def action_for(self, rule_id: str) -> Action:
         return self.policy.action_for(rule_id)
@@ -179,7 +186,7 @@ class Engine:
         memo: dict[str, tuple[Any, frozenset[str]]],
     ) -> RuleResult:
         if action is Action.OFF:
-            return RuleResult(rule.id, Outcome.SKIP, action)
+            return self._settled[rule.id]
         context = RuleContext(view, memo)
         try:
             findings = tuple(rule.check(request, context))
@@ -197,7 +204,7 @@ class Engine:
             return RuleResult(rule.id, Outcome.FAIL, action, findings)
         if context.missing:
             return RuleResult(rule.id, Outcome.UNKNOWN, action, message=_describe_missing(context.missing))
-        return RuleResult(rule.id, Outcome.PASS, action)
+        return self._settled[rule.id]
 
     @staticmethod
     def _decision(results: list[RuleResult]) -> Decision:

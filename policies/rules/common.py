@@ -52,6 +52,49 @@ def consistency_required(value: bool | None) -> bool:
     return value is None or value is True
 
 
+# A VirtualDisk of a VM as the snapshot rules judge it, once per decision:
+# (name, disk or None when it does not exist, resizing, Ready condition True and current).
+# A plain tuple: a NamedTuple's constructor is a measurable share of this hot path.
+VmDisk = tuple[str, VirtualDisk | None, bool, bool]
+
+
+def _judge_disk(name: str, disk: VirtualDisk | None) -> VmDisk:
+    if disk is None:
+        return (name, None, False, False)
+    # One pass over the conditions (this runs for every disk of every snapshot request):
+    # find Ready, and call disk_resizing only for a disk that can be resizing at all.
+    ready = None
+    maybe_resizing = disk.status.phase == "Resizing"
+    for condition in disk.status.conditions:
+        if condition.type == "Ready":
+            if ready is None:  # the first one counts, as in KubeObject.condition
+                ready = condition
+        elif condition.type in ("Resizing", "Resized"):
+            maybe_resizing = True
+    return (
+        name,
+        disk,
+        maybe_resizing and disk_resizing(disk),
+        ready is not None and ready.status == "True" and disk.is_current(ready),
+    )
+
+
+def vm_disks(ctx: RuleContext, namespace: str, vm: VirtualMachine) -> list[VmDisk]:
+    """Every VirtualDisk of the VM, looked up and judged once per decision (several
+    rules walk them); empty when the view holds no VirtualDisks (the kind is then
+    recorded as needed)."""
+
+    def lookup(inner: RuleContext) -> list[VmDisk]:
+        names = vm.disk_names()
+        if not names or not inner.needs(kinds.VIRTUAL_DISK):
+            return []
+        get = inner.view.get
+        return [_judge_disk(name, get(VirtualDisk, namespace, name)) for name in names]
+
+    disks: list[VmDisk] = ctx.shared(f"vm-disks/{namespace}/{vm.name}", lookup)
+    return disks
+
+
 CONSISTENCY_FIX = (
     "install and start qemu-guest-agent in the virtual machine, stop the virtual machine, "
     "or set spec.requiredConsistency: false to accept a possibly inconsistent snapshot"

@@ -26,6 +26,7 @@ from .common import (
     disk_storage_class,
     storage_class_provisioner,
     vm_can_be_frozen_or_stopped,
+    vm_disks,
 )
 
 VDS = kinds.VIRTUAL_DISK_SNAPSHOT
@@ -282,7 +283,7 @@ def snapshot_class_default(
             yield Finding(problem + " or set spec.volumeSnapshotClassName", DISK_FIELD)
         return
     vm_name = obj.spec.virtual_machine_name
-    if not vm_name or not ctx.needs(kinds.VIRTUAL_MACHINE) or not ctx.needs(kinds.VIRTUAL_DISK):
+    if not vm_name or not ctx.needs(kinds.VIRTUAL_MACHINE):
         return
     vm = ctx.view.get(VirtualMachine, req.namespace, vm_name)
     if vm is None:
@@ -290,8 +291,7 @@ def snapshot_class_default(
     mapped = {e.storage_class_name for e in obj.spec.volume_snapshot_classes if e.storage_class_name}
     # The answer depends on the storage class only, and a VM's disks usually share one.
     by_class: dict[str, tuple[str, list[str]] | None] = {}
-    for disk_name in vm.disk_names():
-        disk = ctx.view.get(VirtualDisk, req.namespace, disk_name)
+    for disk_name, disk, _, _ in vm_disks(ctx, req.namespace, vm):
         storage_class = disk_storage_class(ctx, disk) if disk is not None else None
         if not storage_class or storage_class in mapped:
             continue

@@ -16,7 +16,6 @@ from .. import kinds
 from ..catalogue import Finding, RuleContext, RuleRequest, rule
 from ..models import (
     Secret,
-    VirtualDisk,
     VirtualMachine,
     VirtualMachineBlockDeviceAttachment,
     VirtualMachineIPAddress,
@@ -27,9 +26,9 @@ from ..models import (
 from .common import (
     CONSISTENCY_FIX,
     consistency_required,
-    disk_resizing,
     storage_class_provisioner,
     vm_can_be_frozen_or_stopped,
+    vm_disks,
 )
 
 VMS = kinds.VIRTUAL_MACHINE_SNAPSHOT
@@ -47,51 +46,6 @@ def _vm(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> VirtualMa
     if not name or not ctx.needs(kinds.VIRTUAL_MACHINE):
         return None
     return ctx.view.get(VirtualMachine, req.namespace, name)
-
-
-# A VirtualDisk of the VM as the snapshot rules judge it, once per decision:
-# (name, disk or None when it does not exist, resizing, Ready condition True and current).
-# A plain tuple: a NamedTuple's constructor is a measurable share of this hot path.
-VmDisk = tuple[str, VirtualDisk | None, bool, bool]
-
-
-def _judge_disk(name: str, disk: VirtualDisk | None) -> VmDisk:
-    if disk is None:
-        return (name, None, False, False)
-    # One pass over the conditions (this runs for every disk of every snapshot request):
-    # find Ready, and call disk_resizing only for a disk that can be resizing at all.
-    ready = None
-    maybe_resizing = disk.status.phase == "Resizing"
-    for condition in disk.status.conditions:
-        if condition.type == "Ready":
-            if ready is None:  # the first one counts, as in KubeObject.condition
-                ready = condition
-        elif condition.type in ("Resizing", "Resized"):
-            maybe_resizing = True
-    return (
-        name,
-        disk,
-        maybe_resizing and disk_resizing(disk),
-        ready is not None and ready.status == "True" and disk.is_current(ready),
-    )
-
-
-def _vm_disks(
-    req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext, vm: VirtualMachine
-) -> list[VmDisk]:
-    """Every VirtualDisk of the VM, looked up and judged once per decision (three rules
-    walk them); empty when the view holds no VirtualDisks (the kind is then recorded as
-    needed)."""
-
-    def lookup(inner: RuleContext) -> list[VmDisk]:
-        names = vm.disk_names()
-        if not names or not inner.needs(kinds.VIRTUAL_DISK):
-            return []
-        get = inner.view.get
-        return [_judge_disk(name, get(VirtualDisk, req.namespace, name)) for name in names]
-
-    disks: list[VmDisk] = ctx.shared("vms-disks", lookup)
-    return disks
 
 
 def _cannot_snapshot(vm: VirtualMachine) -> str:
@@ -173,7 +127,7 @@ def vms_block_devices_ready(
             "block devices of the virtual machine are ready, then create the snapshot",
             VM_FIELD,
         )
-    for name, disk, resizing, ready_current in _vm_disks(req, ctx, vm):
+    for name, disk, resizing, ready_current in vm_disks(ctx, req.namespace, vm):
         if disk is None:
             yield Finding(
                 f'{_cannot_snapshot(vm)}: its virtual disk "{name}" does not exist; create the '
@@ -209,7 +163,7 @@ def vms_disk_resizing(
     vm = _vm(req, ctx)
     if vm is None:
         return
-    for name, _, resizing, _ in _vm_disks(req, ctx, vm):
+    for name, _, resizing, _ in vm_disks(ctx, req.namespace, vm):
         if resizing:
             yield Finding(
                 f'{_cannot_snapshot(vm)}: its virtual disk "{name}" is in the process of resizing; '
