@@ -50,7 +50,9 @@ _READ_CHUNK = 64 * 1024
 
 
 # One encoder for every answer: json.dumps with options builds a new one per call.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# ASCII-only JSON: a message can quote a string from the request, and JSON allows a
+# lone surrogate (\ud800) there that UTF-8 cannot encode; escaped, it always can.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _json_response(payload: Any, status: int = 200) -> Response:

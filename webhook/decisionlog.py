@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 # One encoder for every line: json.dumps with options builds a new one per call.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+# ASCII-only: a name from the request may hold a lone surrogate UTF-8 cannot encode.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def _now() -> str:

@@ -65,6 +65,9 @@ STOP_LINGER = 2.0
 # is far beyond real use, and memory stays bounded however many clients stall.
 MAX_BUFFERED_BYTES = 128 * 1024 * 1024
 READ_SIZE = 64 * 1024
+# At most this much of a closing client's remaining body is read and discarded, so a
+# client that sends a refused body whole before reading still gets our answer.
+DRAIN_LIMIT = 16 * 1024 * 1024
 ACCEPT_BATCH = 64
 SWEEP_INTERVAL = 0.25
 
@@ -91,6 +94,7 @@ class BufferedConnection(TConn):  # type: ignore[misc]
         self.sent_continue = False
         self.close_after_response = False
         self.events = 0
+        self.drained = 0  # bytes discarded while closing
 
 
 class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
@@ -422,6 +426,12 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self._watch(conn, selectors.EVENT_READ)
 
     def _drain(self, conn: BufferedConnection) -> None:
+        """Read and discard what a closing client still sends, a few reads per event.
+
+        A client that writes its whole (refused, oversized) body before reading must
+        get to read our 413: closing while its bytes still arrive would answer them
+        with a reset that can destroy the response. The drain is bounded by
+        CLOSE_LINGER (the sweep closes the connection then) and by DRAIN_LIMIT bytes."""
         for _ in range(16):
             try:
                 data = conn.sock.recv(READ_SIZE)
@@ -431,5 +441,10 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 break
             if not data:
                 break
+            conn.drained += len(data)
+            if conn.drained > DRAIN_LIMIT:
+                break
+        else:
+            return  # still sending: go on at the next event, within the deadline
         self._close_now(conn)
 
