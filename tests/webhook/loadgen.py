@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.admission import process_tree_cpu
+
 HERE = Path(__file__).resolve().parent
 STATE = HERE / "data" / "state.yaml"
 HOST = "127.0.0.1"
@@ -317,23 +319,6 @@ def serve(args: argparse.Namespace) -> int:
         if created and os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
-
-
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by `pid` and its descendants (Linux)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 @contextmanager
