@@ -78,6 +78,8 @@ from policies.models import (
     VirtualMachineBlockDeviceAttachment,
     VirtualMachineIPAddress,
     VirtualMachineMACAddress,
+    VirtualMachineOperation,
+    VirtualMachineSnapshotOperation,
     VolumeSnapshotClass,
 )
 from policies.view import ClusterView, InMemoryView
@@ -378,6 +380,16 @@ class WatchCache:
 
     def snapshot_classes_for_driver(self, driver: str) -> Sequence[VolumeSnapshotClass]:
         return self._store(kinds.VOLUME_SNAPSHOT_CLASS).snapshot_classes_for_driver(driver)
+
+    def unfinished_operations_of_vm(self, namespace: str, vm_name: str) -> Sequence[VirtualMachineOperation]:
+        return self._store(kinds.VIRTUAL_MACHINE_OPERATION).unfinished_operations_of_vm(namespace, vm_name)
+
+    def unfinished_operations_of_snapshot(
+        self, namespace: str, snapshot_name: str
+    ) -> Sequence[VirtualMachineSnapshotOperation]:
+        return self._store(kinds.VIRTUAL_MACHINE_SNAPSHOT_OPERATION).unfinished_operations_of_snapshot(
+            namespace, snapshot_name
+        )
 
     def counts(self) -> dict[str, int]:
         # InMemoryView.counts iterates dictionaries in Python: not safe against a writer,

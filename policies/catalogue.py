@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .models import KubeObject
+from .platform import ALL_VERSIONS, DEFAULT, PlatformVersion, VersionRange
 from .view import ClusterView
 
 
@@ -64,6 +65,8 @@ class RuleRequest(Generic[ObjT]):
     old: ObjT | None
     raw: dict[str, Any]
     old_raw: dict[str, Any] | None = None
+    # The platform release the decision is made for (wording of outcomes, gates).
+    platform: PlatformVersion = DEFAULT
 
 
 class RuleContext:
@@ -110,6 +113,23 @@ class Rule:
     check: RuleFunction = field(compare=False, repr=False)
     # Decides only objects this predicate accepts (e.g. VirtualDisks from a snapshot).
     applies: Callable[[KubeObject], bool] | None = field(default=None, compare=False, repr=False)
+    # The platform releases the rule applies to (SPEC, "Platform versions").
+    versions: VersionRange = ALL_VERSIONS
+    # A default action that changes with the release: (from version, action), ascending;
+    # before the first entry `default_action` holds.
+    default_changes: tuple[tuple[PlatformVersion, Action], ...] = ()
+    # A rule of the operations table: DryRun reports what it finds as a warning.
+    dry_run_warns: bool = False
+    # The object whose platform outcome a finding names ("snapshot": Failed from v1.3,
+    # Pending forever before); empty when the rule's messages say it themselves.
+    outcome_of: str = ""
+
+    def default_for(self, version: PlatformVersion) -> Action:
+        action = self.default_action
+        for since, changed in self.default_changes:
+            if version >= since:
+                action = changed
+        return action
 
 
 CATALOGUE: dict[str, Rule] = {}
@@ -123,17 +143,68 @@ def rule(
     default: Action = Action.DENY,
     summary: str,
     applies: Callable[[KubeObject], bool] | None = None,
+    versions: VersionRange = ALL_VERSIONS,
+    default_changes: tuple[tuple[PlatformVersion, Action], ...] = (),
+    dry_run_warns: bool = False,
+    outcome_of: str = "",
 ) -> Callable[[RuleFunction], RuleFunction]:
     """Register a rule function in the catalogue under a stable id."""
 
     def register(function: RuleFunction) -> RuleFunction:
         if id in CATALOGUE:
             raise ValueError(f"duplicate rule id {id}")
-        CATALOGUE[id] = Rule(id, kinds, operations, default, summary, function, applies)
+        CATALOGUE[id] = Rule(
+            id,
+            kinds,
+            operations,
+            default,
+            summary,
+            function,
+            applies,
+            versions,
+            default_changes,
+            dry_run_warns,
+            outcome_of,
+        )
         return function
 
     return register
 
 
-def rules_for(kind: str, operation: Operation) -> list[Rule]:
-    return [r for r in CATALOGUE.values() if kind in r.kinds and operation in r.operations]
+@dataclass(frozen=True)
+class ImpliedRequest:
+    """An object a request makes the platform create, decided by that kind's rules: a
+    vmop Clone first takes a VirtualMachineSnapshot of its VM. Only the rules in `rules`
+    run; each message starts with `describe`, and points at `field` of the request."""
+
+    kind: str
+    namespace: str
+    object: dict[str, Any]
+    rules: frozenset[str]
+    describe: str
+    field: str = ""
+
+
+ImpliedFunction = Callable[[Any, str], list[ImpliedRequest]]
+
+# kind -> the objects a CREATE of that kind implies (registered next to its rules).
+IMPLIED_REQUESTS: dict[str, ImpliedFunction] = {}
+
+
+def implies(kind: str) -> Callable[[ImpliedFunction], ImpliedFunction]:
+    """Register what a CREATE of `kind` implies (see ImpliedRequest)."""
+
+    def register(function: ImpliedFunction) -> ImpliedFunction:
+        IMPLIED_REQUESTS[kind] = function
+        return function
+
+    return register
+
+
+def rules_for(kind: str, operation: Operation, version: PlatformVersion | None = None) -> list[Rule]:
+    """The rules deciding (kind, operation), on `version` when one is given."""
+    return [
+        r
+        for r in CATALOGUE.values()
+        if kind in r.kinds and operation in r.operations and (version is None or version in r.versions)
+    ]

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .catalogue import CATALOGUE, Action
+from .platform import DEFAULT, PlatformVersion, PlatformVersionError, parse_platform_version
 
 
 class PolicyError(ValueError):
@@ -36,6 +37,18 @@ class PolicyConfig(BaseModel):
     # What a rule that raised does to the request. `deny` mirrors the webhook's
     # failurePolicy: Fail (a check that cannot run must not let an object through).
     rule_errors: Action = Field(default=Action.DENY, alias="ruleErrors")
+    # The platform release decisions are made for (SPEC, "Platform versions").
+    platform_version: PlatformVersion = Field(default=DEFAULT, alias="platformVersion")
+
+    @field_validator("platform_version", mode="before")
+    @classmethod
+    def _platform_version(cls, value: Any) -> Any:
+        if isinstance(value, PlatformVersion):
+            return value
+        try:
+            return parse_platform_version(value)
+        except PlatformVersionError as error:
+            raise ValueError(str(error)) from None
 
     @field_validator("rules", mode="before")
     @classmethod
@@ -60,8 +73,16 @@ class PolicyConfig(BaseModel):
         return value
 
     def action_for(self, rule_id: str) -> Action:
+        """The configured action, else the rule's default on the platform version."""
         configured = self.rules.get(rule_id)
-        return configured if configured is not None else CATALOGUE[rule_id].default_action
+        return configured if configured is not None else CATALOGUE[rule_id].default_for(self.platform_version)
+
+    def for_platform(self, version: PlatformVersion | None) -> PolicyConfig:
+        """This policy decided for another platform version (a CLI flag or what was
+        detected from a cluster wins over the file); itself when `version` is None."""
+        if version is None or version == self.platform_version:
+            return self
+        return self.model_copy(update={"platform_version": version})
 
 
 def load_policy(data: Any, source: str) -> PolicyConfig:
@@ -86,6 +107,6 @@ def load_policy(data: Any, source: str) -> PolicyConfig:
         if first["type"] == "enum":
             message = f"unknown action {first.get('input')!r} (use deny, warn, audit or off)"
         elif first["type"] == "extra_forbidden":
-            message = "unknown key (known: rules, exemptNamespaces, ruleErrors)"
+            message = "unknown key (known: rules, exemptNamespaces, ruleErrors, platformVersion)"
         message = message.removeprefix("Value error, ")
         raise PolicyError(f"{source}: {location}: {message}") from None

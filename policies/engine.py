@@ -19,8 +19,10 @@ from pydantic import ValidationError
 from . import kinds
 from .catalogue import (
     CATALOGUE,
+    IMPLIED_REQUESTS,
     Action,
     Finding,
+    ImpliedRequest,
     Operation,
     Outcome,
     Rule,
@@ -31,6 +33,7 @@ from .catalogue import (
 from .config import PolicyConfig
 from .defaults import default_patch
 from .models import MODELS, KubeObject
+from .platform import PlatformVersion, unfinished_outcome
 from .view import ClusterView
 
 # Pseudo rule id for a request object that does not have the shape of its kind. The API
@@ -112,13 +115,15 @@ class Engine:
     def __init__(self, policy: PolicyConfig | None = None) -> None:
         self.policy = policy or PolicyConfig()
         self._exempt = frozenset(self.policy.exempt_namespaces)
-        # The rules of each (kind, operation) with their configured actions, resolved
-        # once: decide() runs on the admission hot path.
+        self.platform: PlatformVersion = self.policy.platform_version
+        # The rules of each (kind, operation) on the platform version, with their
+        # configured actions, resolved once: decide() runs on the admission hot path.
         self._plan: dict[tuple[str, Operation], list[tuple[Rule, Action]]] = {}
         for kind in kinds.GOVERNED_KINDS:
             for operation in Operation:
                 self._plan[(kind, operation)] = [
-                    (rule, self.action_for(rule.id)) for rule in rules_for(kind, operation)
+                    (rule, self.action_for(rule.id))
+                    for rule in rules_for(kind, operation, self.platform)
                 ]
         # Results are immutable values: the common ones are built once, not per request.
         self._settled: dict[str, RuleResult] = {}
@@ -171,11 +176,43 @@ class Engine:
         raw = request.object if isinstance(request.object, dict) else {}
         old_raw = request.old_object if isinstance(request.old_object, dict) else None
         rule_request: RuleRequest[KubeObject] = RuleRequest(
-            request.operation, namespace, request.name or obj.name, obj, old, raw, old_raw
+            request.operation, namespace, request.name or obj.name, obj, old, raw, old_raw, self.platform
         )
         memo: dict[str, tuple[Any, frozenset[str]]] = {}
         results = [self._run(rule, action, rule_request, view, memo) for rule, action in rules]
+        implied = IMPLIED_REQUESTS.get(request.kind)
+        if implied is not None and request.operation is Operation.CREATE:
+            for extra in implied(obj, namespace):
+                results.extend(self._implied(extra, view, memo))
+        if _dry_run(obj):
+            results = [_as_warning(result) for result in results]
         return self._decision(results)
+
+    def _implied(
+        self, extra: ImpliedRequest, view: ClusterView, memo: dict[str, tuple[Any, frozenset[str]]]
+    ) -> list[RuleResult]:
+        """The rules of an object a request implies (a vmop Clone's VirtualMachineSnapshot),
+        under their own ids, each message saying what the object is for."""
+        obj = MODELS[extra.kind].model_validate(extra.object)
+        request: RuleRequest[KubeObject] = RuleRequest(
+            Operation.CREATE, extra.namespace, obj.name, obj, None, extra.object, None, self.platform
+        )
+        results = []
+        for rule, action in self._plan.get((extra.kind, Operation.CREATE), []):
+            if rule.id not in extra.rules:
+                continue
+            result = self._run(rule, action, request, view, memo)
+            if result.findings:
+                findings = tuple(
+                    Finding(f"{extra.describe}: {f.message}", extra.field) for f in result.findings
+                )
+                result = RuleResult(result.rule, result.outcome, result.action, findings, result.message)
+            elif result.message:
+                result = RuleResult(
+                    result.rule, result.outcome, result.action, message=f"{extra.describe}: {result.message}"
+                )
+            results.append(result)
+        return results
 
     def _run(
         self,
@@ -201,6 +238,9 @@ class Engine:
                 ),
             )
         if findings:
+            if rule.outcome_of:
+                outcome = unfinished_outcome(request.platform, rule.outcome_of)
+                findings = tuple(Finding(f"{f.message} ({outcome})", f.field) for f in findings)
             return RuleResult(rule.id, Outcome.FAIL, action, findings)
         if context.missing:
             return RuleResult(rule.id, Outcome.UNKNOWN, action, message=_describe_missing(context.missing))
@@ -208,6 +248,7 @@ class Engine:
 
     @staticmethod
     def _decision(results: list[RuleResult]) -> Decision:
+        """Results sorted into the decision: violations, warnings and audits."""
         violations: list[Violation] = []
         warnings: list[Violation] = []
         audits: list[Violation] = []
@@ -233,3 +274,19 @@ class Engine:
             warnings=tuple(warnings),
             audits=tuple(audits),
         )
+
+
+def _dry_run(obj: KubeObject) -> bool:
+    """A VirtualMachineOperation or VirtualMachineSnapshotOperation in mode DryRun."""
+    return getattr(obj, "mode", "") == "DryRun" and obj.KIND in kinds.OPERATION_KINDS
+
+
+def _as_warning(result: RuleResult) -> RuleResult:
+    """SPEC: mode DryRun changes nothing on the platform, so what a rule of the operations
+    table (and of the snapshot a clone implies) finds is reported as a warning, same id
+    and message, and the operation is allowed; `op-spec-valid` still denies."""
+    if result.outcome is not Outcome.FAIL or result.action is not Action.DENY:
+        return result
+    if not CATALOGUE[result.rule].dry_run_warns:
+        return result
+    return RuleResult(result.rule, result.outcome, Action.WARN, result.findings, result.message)

@@ -42,6 +42,10 @@ VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT = "VirtualMachineBlockDeviceAttachment"
 VIRTUAL_DISK_SNAPSHOT = "VirtualDiskSnapshot"
 VIRTUAL_MACHINE_SNAPSHOT = "VirtualMachineSnapshot"
 VIRTUAL_MACHINE_RESTORE = "VirtualMachineRestore"
+VIRTUAL_MACHINE_OPERATION = "VirtualMachineOperation"
+VIRTUAL_MACHINE_SNAPSHOT_OPERATION = "VirtualMachineSnapshotOperation"
+VIRTUAL_IMAGE = "VirtualImage"
+CLUSTER_VIRTUAL_IMAGE = "ClusterVirtualImage"
 SECRET = "Secret"
 PERSISTENT_VOLUME_CLAIM = "PersistentVolumeClaim"
 STORAGE_CLASS = "StorageClass"
@@ -65,6 +69,16 @@ KINDS: dict[str, KindInfo] = {
         KindInfo(VIRTUAL_DISK_SNAPSHOT, GROUP, VERSION, "virtualdisksnapshots", short="vds"),
         KindInfo(VIRTUAL_MACHINE_SNAPSHOT, GROUP, VERSION, "virtualmachinesnapshots", short="vms"),
         KindInfo(VIRTUAL_MACHINE_RESTORE, GROUP, VERSION, "virtualmachinerestores", short="vmrestore"),
+        KindInfo(VIRTUAL_MACHINE_OPERATION, GROUP, VERSION, "virtualmachineoperations", short="vmop"),
+        KindInfo(
+            VIRTUAL_MACHINE_SNAPSHOT_OPERATION,
+            GROUP,
+            VERSION,
+            "virtualmachinesnapshotoperations",
+            short="vmsop",
+        ),
+        KindInfo(VIRTUAL_IMAGE, GROUP, VERSION, "virtualimages", short="vi"),
+        KindInfo(CLUSTER_VIRTUAL_IMAGE, GROUP, VERSION, "clustervirtualimages", namespaced=False, short="cvi"),
         KindInfo(SECRET, "", "v1", "secrets"),
         KindInfo(PERSISTENT_VOLUME_CLAIM, "", "v1", "persistentvolumeclaims", short="pvc"),
         KindInfo(STORAGE_CLASS, "storage.k8s.io", "v1", "storageclasses", namespaced=False, short="sc"),
@@ -82,7 +96,11 @@ KINDS: dict[str, KindInfo] = {
 
 # Kinds whose CREATE/UPDATE the product decides.
 SNAPSHOT_KINDS = (VIRTUAL_DISK_SNAPSHOT, VIRTUAL_MACHINE_SNAPSHOT, VIRTUAL_MACHINE_RESTORE)
-GOVERNED_KINDS = (*SNAPSHOT_KINDS, VIRTUAL_DISK)
+# The restore API of platform v1.1+ (vmop Restore/Clone) and v1.2+ (vmsop).
+OPERATION_KINDS = (VIRTUAL_MACHINE_OPERATION, VIRTUAL_MACHINE_SNAPSHOT_OPERATION)
+# vmop types the product governs; Start, Stop, Restart, Migrate and Evict are not.
+GOVERNED_OPERATION_TYPES = ("Restore", "Clone")
+GOVERNED_KINDS = (*SNAPSHOT_KINDS, *OPERATION_KINDS, VIRTUAL_DISK)
 
 
 def kind_info(kind: str) -> KindInfo | None:

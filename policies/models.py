@@ -411,6 +411,111 @@ class VirtualMachineRestore(KubeObject):
     status: Status = Field(default_factory=Status)
 
 
+# --- VirtualMachineOperation and VirtualMachineSnapshotOperation (platform v1.1+) ---
+
+
+class NameCustomization(Model):
+    name_prefix: str | None = None
+    name_suffix: str | None = None
+
+
+class CloneSpec(Model):
+    """`spec.clone` of a vmop Clone and `spec.createVirtualMachine` of a vmsop: the
+    same shape and CEL rules. Note the singular `nameReplacement` (VirtualMachineRestore
+    had `nameReplacements`)."""
+
+    mode: str | None = None
+    name_replacement: list[NameReplacement] = Field(default_factory=list)
+    customization: NameCustomization | None = None
+
+
+class RestoreOperationSpec(Model):
+    mode: str | None = None
+    virtual_machine_snapshot_name: str | None = None
+
+
+class VirtualMachineOperationSpec(Model):
+    type: str | None = None
+    virtual_machine_name: str | None = None
+    force: bool | None = None
+    restore: RestoreOperationSpec | None = None
+    clone: CloneSpec | None = None
+
+
+class OperationResource(Model):
+    """One item of an operation's status.resources (v1.10: all fields required)."""
+
+    api_version: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    status: str | None = None
+    message: str | None = None
+
+
+class OperationStatus(Status):
+    resources: list[OperationResource] = Field(default_factory=list)
+
+
+# Phases after which an operation no longer blocks another one (OP-A6, CL-7).
+FINISHED_OPERATION_PHASES = frozenset({"Completed", "Failed", "Superseded"})
+
+
+class VirtualMachineOperation(KubeObject):
+    KIND: ClassVar[str] = kinds.VIRTUAL_MACHINE_OPERATION
+    spec: VirtualMachineOperationSpec = Field(default_factory=VirtualMachineOperationSpec)
+    status: OperationStatus = Field(default_factory=OperationStatus)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED_OPERATION_PHASES
+
+    @property
+    def mode(self) -> str:
+        spec = self.spec.restore if self.spec.type == "Restore" else self.spec.clone
+        return (spec.mode or "") if spec is not None else ""
+
+    @property
+    def snapshot_name(self) -> str:
+        restore = self.spec.restore
+        return (restore.virtual_machine_snapshot_name or "") if restore is not None else ""
+
+
+class VirtualMachineSnapshotOperationSpec(Model):
+    type: str | None = None
+    virtual_machine_snapshot_name: str | None = None
+    create_virtual_machine: CloneSpec | None = None
+
+
+class VirtualMachineSnapshotOperation(KubeObject):
+    KIND: ClassVar[str] = kinds.VIRTUAL_MACHINE_SNAPSHOT_OPERATION
+    spec: VirtualMachineSnapshotOperationSpec = Field(default_factory=VirtualMachineSnapshotOperationSpec)
+    status: OperationStatus = Field(default_factory=OperationStatus)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED_OPERATION_PHASES
+
+    @property
+    def mode(self) -> str:
+        spec = self.spec.create_virtual_machine
+        return (spec.mode or "") if spec is not None else ""
+
+    @property
+    def snapshot_name(self) -> str:
+        return self.spec.virtual_machine_snapshot_name or ""
+
+
+class VirtualImage(KubeObject):
+    """Only its existence matters (restore-images-missing)."""
+
+    KIND: ClassVar[str] = kinds.VIRTUAL_IMAGE
+
+
+class ClusterVirtualImage(KubeObject):
+    KIND: ClassVar[str] = kinds.CLUSTER_VIRTUAL_IMAGE
+    NAMESPACED: ClassVar[bool] = False
+
+
 # --- core, storage and snapshot kinds ----------------------------------------------
 
 
@@ -484,6 +589,10 @@ MODELS: dict[str, type[KubeObject]] = {
         VirtualDiskSnapshot,
         VirtualMachineSnapshot,
         VirtualMachineRestore,
+        VirtualMachineOperation,
+        VirtualMachineSnapshotOperation,
+        VirtualImage,
+        ClusterVirtualImage,
         Secret,
         PersistentVolumeClaim,
         StorageClass,

@@ -26,6 +26,8 @@ from .models import (
     VirtualMachineBlockDeviceAttachment,
     VirtualMachineIPAddress,
     VirtualMachineMACAddress,
+    VirtualMachineOperation,
+    VirtualMachineSnapshotOperation,
     VolumeSnapshotClass,
 )
 
@@ -60,6 +62,15 @@ class ClusterView(Protocol):
     def snapshot_classes_for_driver(self, driver: str) -> Sequence[VolumeSnapshotClass]:
         """VolumeSnapshotClasses of a CSI driver."""
 
+    def unfinished_operations_of_vm(self, namespace: str, vm_name: str) -> Sequence[VirtualMachineOperation]:
+        """VirtualMachineOperations for the VM whose phase is not Completed, Failed or
+        Superseded (of every type: any of them blocks a new one, OP-A6)."""
+
+    def unfinished_operations_of_snapshot(
+        self, namespace: str, snapshot_name: str
+    ) -> Sequence[VirtualMachineSnapshotOperation]:
+        """Unfinished VirtualMachineSnapshotOperations on the snapshot (CL-7)."""
+
     def counts(self) -> dict[str, int]:
         """Objects held per kind (for metrics and reports)."""
 
@@ -78,6 +89,8 @@ class InMemoryView:
         self._disk_index: dict[tuple[str, str], dict[str, VirtualDisk]] = defaultdict(dict)
         self._vmbda_index: dict[tuple[str, str], dict[str, VirtualMachineBlockDeviceAttachment]] = defaultdict(dict)
         self._class_index: dict[str, dict[str, VolumeSnapshotClass]] = defaultdict(dict)
+        self._vmop_index: dict[tuple[str, str], dict[str, VirtualMachineOperation]] = defaultdict(dict)
+        self._vmsop_index: dict[tuple[str, str], dict[str, VirtualMachineSnapshotOperation]] = defaultdict(dict)
         for obj in objects:
             self.put(obj)
 
@@ -160,6 +173,12 @@ class InMemoryView:
                 yield self._vmbda_index, (namespace, obj.spec.virtual_machine_name)
         elif isinstance(obj, VolumeSnapshotClass) and obj.driver:
             yield self._class_index, obj.driver
+        elif isinstance(obj, VirtualMachineOperation):
+            # Only unfinished ones: a put of the Completed version drops the entry.
+            if not obj.finished and obj.spec.virtual_machine_name:
+                yield self._vmop_index, (namespace, obj.spec.virtual_machine_name)
+        elif isinstance(obj, VirtualMachineSnapshotOperation) and not obj.finished and obj.snapshot_name:
+            yield self._vmsop_index, (namespace, obj.snapshot_name)
 
     # --- ClusterView -----------------------------------------------------------------
 
@@ -200,6 +219,14 @@ class InMemoryView:
 
     def snapshot_classes_for_driver(self, driver: str) -> Sequence[VolumeSnapshotClass]:
         return list(self._class_index.get(driver, {}).values())
+
+    def unfinished_operations_of_vm(self, namespace: str, vm_name: str) -> Sequence[VirtualMachineOperation]:
+        return list(self._vmop_index.get((namespace, vm_name), {}).values())
+
+    def unfinished_operations_of_snapshot(
+        self, namespace: str, snapshot_name: str
+    ) -> Sequence[VirtualMachineSnapshotOperation]:
+        return list(self._vmsop_index.get((namespace, snapshot_name), {}).values())
 
     def counts(self) -> dict[str, int]:
         return {

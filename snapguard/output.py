@@ -16,6 +16,7 @@ from xml.etree import ElementTree as ET
 from policies.audit import FINDING_RULES, AuditFinding, AuditSummary, PreflightEntry
 from policies.catalogue import CATALOGUE, Action
 from policies.engine import Decision, Violation
+from policies.platform import DEFAULT, PlatformVersion
 
 from . import __version__
 
@@ -46,6 +47,8 @@ class Result:
 
 @dataclass
 class Summary:
+    # The platform release the decisions were made for (SPEC: every output says it).
+    platform: PlatformVersion = DEFAULT
     checked: int = 0
     denied: int = 0
     warned: int = 0
@@ -62,8 +65,9 @@ class Summary:
         }
 
 
-def summarise(results: Sequence[Result], skipped: int) -> Summary:
+def summarise(results: Sequence[Result], skipped: int, platform: PlatformVersion = DEFAULT) -> Summary:
     return Summary(
+        platform=platform,
         checked=len(results),
         denied=sum(1 for r in results if not r.decision.allowed),
         warned=sum(1 for r in results if r.decision.warnings),
@@ -90,7 +94,11 @@ def result_json(result: Result) -> dict[str, Any]:
 
 
 def render_json(results: Sequence[Result], summary: Summary, **extra: Any) -> str:
-    document: dict[str, Any] = {"results": [result_json(r) for r in results], **extra}
+    document: dict[str, Any] = {
+        "platformVersion": str(summary.platform),
+        "results": [result_json(r) for r in results],
+        **extra,
+    }
     document["summary"] = summary.as_dict()
     return json.dumps(document, indent=2, ensure_ascii=False)
 
@@ -104,8 +112,13 @@ def _finding_lines(result: Result) -> list[tuple[str, Violation]]:
     )
 
 
+def platform_header(platform: PlatformVersion) -> str:
+    """The first line of text output: which release the decisions are for."""
+    return f"Decided for DVP platform {platform.label} (change with --platform-version or platformVersion)"
+
+
 def render_text(results: Sequence[Result], summary: Summary) -> str:
-    lines: list[str] = []
+    lines: list[str] = [platform_header(summary.platform)]
     for result in results:
         where = f"{result.path}:{result.line}"
         findings = _finding_lines(result)
@@ -130,6 +143,8 @@ def render_junit(results: Sequence[Result], summary: Summary, suite: str = "snap
         errors="0",
         skipped="0",
     )
+    properties = ET.SubElement(testsuite, "properties")
+    ET.SubElement(properties, "property", name="platformVersion", value=str(summary.platform))
     for result in results:
         case = ET.SubElement(
             testsuite,
@@ -187,7 +202,12 @@ def sarif_result(
     }
 
 
-def render_sarif(results: Sequence[Result], extra_results: Sequence[dict[str, Any]] = (), extra_rules: Sequence[dict[str, Any]] = ()) -> str:
+def render_sarif(
+    results: Sequence[Result],
+    extra_results: Sequence[dict[str, Any]] = (),
+    extra_rules: Sequence[dict[str, Any]] = (),
+    platform: PlatformVersion = DEFAULT,
+) -> str:
     sarif_results = [
         sarif_result(v.rule, _SARIF_LEVEL[level], f"{r.display}: {v.message}", r.path, r.line, r.logical)
         for r in results
@@ -207,6 +227,7 @@ def render_sarif(results: Sequence[Result], extra_results: Sequence[dict[str, An
                     }
                 },
                 "results": [*sarif_results, *extra_results],
+                "properties": {"platformVersion": str(platform)},
             }
         ],
     }
@@ -233,7 +254,7 @@ def render_github(results: Sequence[Result], summary: Summary) -> str:
     ]
     lines.append(
         f"snapguard: {summary.checked} checked, {summary.denied} denied, "
-        f"{summary.warned} warned, {summary.skipped} skipped"
+        f"{summary.warned} warned, {summary.skipped} skipped (DVP platform {summary.platform.label})"
     )
     return "\n".join(lines)
 
@@ -247,7 +268,7 @@ def render(output: str, results: Sequence[Result], summary: Summary) -> str:
     if output == "junit":
         return render_junit(results, summary)
     if output == "sarif":
-        return render_sarif(results)
+        return render_sarif(results, platform=summary.platform)
     if output == "github":
         return render_github(results, summary)
     return render_text(results, summary)
@@ -276,6 +297,7 @@ class AuditOutput:
     preflight: Sequence[tuple[PreflightEntry, Location]] | None
     summary: AuditSummary
     notes: Sequence[str] = ()
+    platform: PlatformVersion = DEFAULT
 
 
 AUDIT_FORMATS = ("text", "json", "junit", "sarif")
@@ -299,6 +321,7 @@ def _rule_messages(violations: Sequence[Violation]) -> list[dict[str, str]]:
 
 def render_audit_json(report: AuditOutput) -> str:
     document: dict[str, Any] = {
+        "platformVersion": str(report.platform),
         "results": [result_json(r) for r in report.results],
         "findings": [
             {
@@ -340,7 +363,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def render_audit_text(report: AuditOutput) -> str:
-    lines: list[str] = []
+    lines: list[str] = [platform_header(report.platform), ""]
     rows: list[list[str]] = []
     for result in report.results:
         findings = _finding_lines(result)
@@ -496,7 +519,7 @@ def render_audit_sarif(report: AuditOutput) -> str:
                     location.logical,
                 )
             )
-    return render_sarif(report.results, extra, audit_sarif_rules())
+    return render_sarif(report.results, extra, audit_sarif_rules(), report.platform)
 
 
 def render_audit(output: str, report: AuditOutput) -> str:

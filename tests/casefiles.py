@@ -5,10 +5,12 @@
 * `object.yaml`: the object being created (or updated, when `old.yaml` is present);
 * `expected.yaml`: `description` (one sentence: what the case shows), `outcome` of the
   rule under test (pass, fail, unknown, error), optionally `allowed` for the whole
-  decision and `messages`, substrings every one of which must appear in the rule's
-  messages.
+  decision, `messages`, substrings every one of which must appear in the rule's
+  messages, `action` the rule's result must carry (e.g. `warn` for a DryRun), and
+  `platformVersion`, the release the case is decided for (default: the newest).
 
-The same folders work with the CLI: `snapguard check --state <case>/state.yaml <case>/object.yaml`.
+The same folders work with the CLI: `snapguard check --state <case>/state.yaml <case>/object.yaml`
+(with `--platform-version` when the case names one).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 
 from cluster.statefiles import build_view, read_documents
 from policies.catalogue import Operation
+from policies.config import PolicyConfig
 from policies.engine import Decision, Engine, EngineRequest, RuleResult
 
 CASES = Path(__file__).parent / "cases"
@@ -64,6 +67,9 @@ def decide_case(case: Case, engine: Engine | None = None) -> tuple[Decision, Rul
         object=document.obj,
         old_object=old,
     )
-    decision = (engine or Engine()).decide(request, view)
+    if engine is None:
+        version = case.expected.get("platformVersion")
+        engine = Engine(PolicyConfig.model_validate({"platformVersion": version} if version else {}))
+    decision = engine.decide(request, view)
     result = next((r for r in decision.results if r.rule == case.rule), None)
     return decision, result

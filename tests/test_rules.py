@@ -22,6 +22,8 @@ def _check_case(case: Case) -> None:
     expected = case.expected
     messages = [f.message for f in result.findings] + ([result.message] if result.message else [])
     assert result.outcome.value == expected["outcome"], (case.id, messages)
+    if "action" in expected:
+        assert result.action.value == expected["action"], (case.id, result.action)
     if "allowed" in expected:
         assert decision.allowed is expected["allowed"], (case.id, decision.violations)
     for fragment in expected.get("messages", []):

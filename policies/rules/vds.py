@@ -19,6 +19,7 @@ from ..models import (
     VirtualMachineSnapshot,
     VolumeSnapshotClass,
 )
+from ..platform import V0_24_CLASS_FIELDS_REMOVED, VersionRange
 from .common import (
     CONSISTENCY_FIX,
     consistency_required,
@@ -45,6 +46,7 @@ def _disk(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> VirtualDis
 @rule(
     "vds-disk-exists",
     kinds=(VDS,),
+    outcome_of="snapshot",
     summary="the VirtualDisk named by spec.virtualDiskName exists in the namespace",
 )
 def vds_disk_exists(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> Iterator[Finding]:
@@ -67,6 +69,7 @@ def vds_disk_exists(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> 
 @rule(
     "vds-disk-ready",
     kinds=(VDS,),
+    outcome_of="snapshot",
     summary="the disk is not being deleted, is Ready, and its Snapshotting condition allows a snapshot",
 )
 def vds_disk_ready(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> Iterator[Finding]:
@@ -104,6 +107,7 @@ def vds_disk_ready(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> I
 @rule(
     "vds-disk-resizing",
     kinds=(VDS,),
+    outcome_of="snapshot",
     summary="the disk is not being resized",
 )
 def vds_disk_resizing(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> Iterator[Finding]:
@@ -119,6 +123,7 @@ def vds_disk_resizing(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -
 @rule(
     "vds-disk-pvc-bound",
     kinds=(VDS,),
+    outcome_of="snapshot",
     summary="the disk has a PersistentVolumeClaim and it is Bound",
 )
 def vds_disk_pvc_bound(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> Iterator[Finding]:
@@ -155,6 +160,7 @@ def vds_disk_pvc_bound(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) 
 @rule(
     "vds-single-attachment",
     kinds=(VDS,),
+    outcome_of="snapshot",
     summary="the disk is attached to at most one virtual machine",
 )
 def vds_single_attachment(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> Iterator[Finding]:
@@ -173,6 +179,7 @@ def vds_single_attachment(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContex
 @rule(
     "vds-consistency",
     kinds=(VDS,),
+    outcome_of="snapshot",
     summary="with requiredConsistency, the attached VM is Stopped or its guest agent can freeze it",
 )
 def vds_consistency(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> Iterator[Finding]:
@@ -198,6 +205,9 @@ def vds_consistency(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> 
 @rule(
     "vds-snapshot-class",
     kinds=(VDS,),
+    outcome_of="snapshot",
+    # v0.24 removed spec.volumeSnapshotClassName (snapshot-class-field-ignored then).
+    versions=VersionRange(until=V0_24_CLASS_FIELDS_REMOVED),
     summary="spec.volumeSnapshotClassName names an existing class of the disk's CSI driver",
 )
 def vds_snapshot_class(req: RuleRequest[VirtualDiskSnapshot], ctx: RuleContext) -> Iterator[Finding]:
@@ -265,14 +275,19 @@ def _default_class_problem(
     "snapshot-class-default",
     kinds=(VDS, kinds.VIRTUAL_MACHINE_SNAPSHOT),
     default=Action.WARN,
+    # From v0.24 the spec can no longer name a class: without a default class of its
+    # driver the VolumeSnapshot cannot be taken at all.
+    default_changes=((V0_24_CLASS_FIELDS_REMOVED, Action.DENY),),
     summary="a disk whose storage class gets no VolumeSnapshotClass from the spec has a default one for its driver",
 )
 def snapshot_class_default(
     req: RuleRequest[VirtualDiskSnapshot | VirtualMachineSnapshot], ctx: RuleContext
 ) -> Iterator[Finding]:
     obj = req.obj
+    # Up to v0.23 the spec's class fields choose a class; from v0.24 they are ignored.
+    spec_classes = req.platform < V0_24_CLASS_FIELDS_REMOVED
     if isinstance(obj, VirtualDiskSnapshot):
-        if obj.spec.volume_snapshot_class_name:
+        if obj.spec.volume_snapshot_class_name and spec_classes:
             return
         disk = _disk(req, ctx)  # type: ignore[arg-type]
         storage_class = disk_storage_class(ctx, disk) if disk is not None else None
@@ -280,7 +295,7 @@ def snapshot_class_default(
             return
         problem = _default_class_problem(disk.name, storage_class, _default_classes(ctx, storage_class))
         if problem:
-            yield Finding(problem + " or set spec.volumeSnapshotClassName", DISK_FIELD)
+            yield Finding(problem + (" or set spec.volumeSnapshotClassName" if spec_classes else ""), DISK_FIELD)
         return
     vm_name = obj.spec.virtual_machine_name
     if not vm_name or not ctx.needs(kinds.VIRTUAL_MACHINE):
@@ -288,7 +303,11 @@ def snapshot_class_default(
     vm = ctx.view.get(VirtualMachine, req.namespace, vm_name)
     if vm is None:
         return
-    mapped = {e.storage_class_name for e in obj.spec.volume_snapshot_classes if e.storage_class_name}
+    mapped = (
+        {e.storage_class_name for e in obj.spec.volume_snapshot_classes if e.storage_class_name}
+        if spec_classes
+        else set()
+    )
     # The answer depends on the storage class only, and a VM's disks usually share one.
     by_class: dict[str, tuple[str, list[str]] | None] = {}
     for disk_name, disk, _, _ in vm_disks(ctx, req.namespace, vm):

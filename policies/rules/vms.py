@@ -23,6 +23,7 @@ from ..models import (
     VirtualMachineSnapshot,
     VolumeSnapshotClass,
 )
+from ..platform import V0_24_CLASS_FIELDS_REMOVED, V1_1_OPERATIONS, VersionRange
 from .common import (
     CONSISTENCY_FIX,
     consistency_required,
@@ -55,6 +56,7 @@ def _cannot_snapshot(vm: VirtualMachine) -> str:
 @rule(
     "vms-vm-exists",
     kinds=(VMS,),
+    outcome_of="snapshot",
     summary="the VirtualMachine named by spec.virtualMachineName exists in the namespace",
 )
 def vms_vm_exists(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> Iterator[Finding]:
@@ -81,6 +83,7 @@ def vms_vm_exists(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) ->
 @rule(
     "vms-vm-ready",
     kinds=(VMS,),
+    outcome_of="snapshot",
     summary="the VM is not being deleted and is Running or Stopped",
 )
 def vms_vm_ready(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> Iterator[Finding]:
@@ -105,6 +108,7 @@ def vms_vm_ready(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -> 
 @rule(
     "vms-block-devices-ready",
     kinds=(VMS,),
+    outcome_of="snapshot",
     summary=(
         "the VM's block devices are ready: BlockDevicesReady is True and every VirtualDisk is Ready"
     ),
@@ -155,6 +159,7 @@ def vms_block_devices_ready(
 @rule(
     "vms-disk-resizing",
     kinds=(VMS,),
+    outcome_of="snapshot",
     summary="no disk of the VM is being resized",
 )
 def vms_disk_resizing(
@@ -184,6 +189,8 @@ def _pending_paths(changes: list[Any]) -> str:
 @rule(
     "vms-pending-changes",
     kinds=(VMS,),
+    # v1.1.0 (#1477): the platform no longer waits for a restart.
+    versions=VersionRange(until=V1_1_OPERATIONS),
     summary="the VM has no configuration changes waiting for a restart",
 )
 def vms_pending_changes(
@@ -211,6 +218,7 @@ def vms_pending_changes(
 @rule(
     "vms-consistency",
     kinds=(VMS,),
+    outcome_of="snapshot",
     summary="with requiredConsistency, the VM is Stopped or its guest agent can freeze it",
 )
 def vms_consistency(
@@ -231,6 +239,9 @@ def vms_consistency(
 @rule(
     "vms-snapshot-classes",
     kinds=(VMS,),
+    outcome_of="snapshot",
+    # v0.24 removed spec.volumeSnapshotClasses (snapshot-class-field-ignored then).
+    versions=VersionRange(until=V0_24_CLASS_FIELDS_REMOVED),
     summary=(
         "spec.volumeSnapshotClasses (v0.14-v0.23) maps each storage class once, "
         "to an existing class of its driver"
@@ -278,6 +289,7 @@ def vms_snapshot_classes(
 @rule(
     "vms-ip-address",
     kinds=(VMS,),
+    outcome_of="snapshot",
     summary=(
         "keepIPAddress is Always or Never, and the VM's VirtualMachineIPAddress exists "
         "and can be stored"
@@ -319,6 +331,7 @@ def vms_ip_address(req: RuleRequest[VirtualMachineSnapshot], ctx: RuleContext) -
 @rule(
     "vms-dependencies",
     kinds=(VMS,),
+    outcome_of="snapshot",
     summary="the VM's provisioning Secret, hot-plug attachments and MAC address objects exist",
 )
 def vms_dependencies(

@@ -26,12 +26,13 @@ import yaml
 from cluster.statefiles import Document, InputError, build_view, list_kind, read_documents
 from policies.audit import AUDIT_OPERATION, AuditReport, ObjectKey, audit
 from policies.engine import Engine
+from policies.platform import PlatformVersion
 from policies.reports import policy_reports
 from policies.view import ClusterView
 
 from ..errors import UsageError
 from ..output import AUDIT_FORMATS, AuditOutput, Location, Result, render_audit
-from ..policyfile import read_policy
+from ..policyfile import add_policy_arguments, policy_from_args
 
 if TYPE_CHECKING:  # imported at run time only for a live cluster
     from cluster.paged import Cluster
@@ -83,7 +84,7 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="audit every namespace (default with --state; a live cluster defaults to the context's namespace)",
     )
-    parser.add_argument("--policy", metavar="FILE", help="policy file setting rule actions")
+    add_policy_arguments(parser, "policy file setting rule actions")
     parser.add_argument("--preflight", action="store_true", help="also check which VMs can get a consistent snapshot now")
     parser.add_argument(
         "--stuck-after",
@@ -158,7 +159,9 @@ def _cluster_locator(context: str) -> Callable[[ObjectKey], Location]:
     return locate
 
 
-def _placed(report: AuditReport, locate: Callable[[ObjectKey], Location]) -> AuditOutput:
+def _placed(
+    report: AuditReport, locate: Callable[[ObjectKey], Location], platform: PlatformVersion
+) -> AuditOutput:
     results = []
     for audited in report.results:
         where = locate(audited.object)
@@ -185,6 +188,7 @@ def _placed(report: AuditReport, locate: Callable[[ObjectKey], Location]) -> Aud
         ),
         summary=report.summary,
         notes=report.notes,
+        platform=platform,
     )
 
 
@@ -250,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     live_read: Any = None
     try:
         _check_usage(args)
-        engine = Engine(read_policy(args.policy))
+        engine = Engine(policy_from_args(args))
         if from_cluster:
             from cluster.paged import ClusterError
 
@@ -297,5 +301,5 @@ def run(args: argparse.Namespace) -> int:
         except ClusterError as error:
             return _error(str(error))
 
-    print(render_audit(args.output, _placed(report, source.locate)))
+    print(render_audit(args.output, _placed(report, source.locate, engine.platform)))
     return EXIT_FAILED if report.summary.failed else EXIT_OK

@@ -28,7 +28,7 @@ from policies.models import MODELS
 
 from ..errors import UsageError
 from ..output import FORMATS, Result, render, summarise
-from ..policyfile import read_policy
+from ..policyfile import add_policy_arguments, policy_from_args
 
 EXIT_OK, EXIT_DENIED, EXIT_INPUT = 0, 1, 2
 
@@ -43,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or directories, or - for stdin")
     parser.add_argument("--state", action="append", default=[], metavar="PATH", help="cluster state (repeatable)")
-    parser.add_argument("--policy", metavar="FILE", help="policy file setting rule actions")
+    add_policy_arguments(parser, "policy file setting rule actions")
     parser.add_argument("--output", "-o", choices=FORMATS, default="text")
     parser.add_argument("--mutate", action="store_true", help="apply defaults first and print the patch")
     parser.add_argument("--strict", action="store_true", help="also fail on warnings and unknown outcomes")
@@ -107,14 +107,14 @@ def check_documents(
 
 def run(args: argparse.Namespace) -> int:
     try:
-        engine = Engine(read_policy(args.policy))
+        engine = Engine(policy_from_args(args))
         state = read_documents(args.state)
         inputs = read_documents(args.paths)
         results, skipped = check_documents(engine, state, inputs, mutate=args.mutate)
     except (InputError, UsageError) as error:
         print(f"snapguard: error: {error}", file=sys.stderr)
         return EXIT_INPUT
-    summary = summarise(results, skipped)
+    summary = summarise(results, skipped, engine.platform)
     print(render(args.output, results, summary))
     if summary.denied:
         return EXIT_DENIED

@@ -37,7 +37,7 @@ from reconciler.leader import (
 from reconciler.loop import DEFAULT_POLL_INTERVAL, DEFAULT_RESYNC_PERIOD, Reconciler
 
 from ..errors import UsageError
-from ..policyfile import read_policy
+from ..policyfile import add_policy_arguments, policy_from_args
 
 DEFAULT_LEASE_NAME = "dvp-snapguard-reconciler"
 
@@ -78,7 +78,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--kubeconfig", metavar="FILE", help="cluster to act on (in a pod: the service account's)")
     parser.add_argument("--context", metavar="NAME", help="kubeconfig context (default: its current one)")
     parser.add_argument("-n", "--namespace", metavar="NS", help="act in one namespace only (default: all)")
-    parser.add_argument("--policy", metavar="FILE", help="policy file setting rule actions (as for the webhook)")
+    add_policy_arguments(parser, "policy file setting rule actions (as for the webhook)")
     parser.add_argument(
         "--resync", type=_positive, default=DEFAULT_RESYNC_PERIOD, metavar="SECONDS",
         help=f"list and reconcile every object this often, watch events or not (default {DEFAULT_RESYNC_PERIOD:g})",
@@ -113,7 +113,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> Reconciler:
-    engine = Engine(read_policy(args.policy))
+    engine = Engine(policy_from_args(args))
     try:
         api = KubeApi(api_client(ClusterTarget(args.kubeconfig, args.context)))
     except ClusterConfigError as error:

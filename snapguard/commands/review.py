@@ -14,7 +14,7 @@ from policies.admission import ReviewError, answer_review
 from policies.engine import Engine
 
 from ..errors import UsageError
-from ..policyfile import read_policy
+from ..policyfile import add_policy_arguments, policy_from_args
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("file", metavar="FILE", help="an admission.k8s.io/v1 AdmissionReview (JSON or YAML), or -")
     parser.add_argument("--state", action="append", default=[], metavar="PATH")
-    parser.add_argument("--policy", metavar="FILE")
+    add_policy_arguments(parser, "policy file setting rule actions")
     parser.add_argument("--mutate", action="store_true", help="answer as /mutate (defaults) instead of /validate")
     parser.set_defaults(func=run)
 
@@ -47,7 +47,7 @@ def _read_review(path: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        engine = Engine(read_policy(args.policy))
+        engine = Engine(policy_from_args(args))
         view = load_state(args.state)
         body = _read_review(args.file)
         response, _, _ = answer_review(engine, view, body, mutate=args.mutate)
@@ -57,5 +57,8 @@ def run(args: argparse.Namespace) -> int:
     except ReviewError as error:
         print(f"snapguard: error: {args.file}: not an AdmissionReview: {error}", file=sys.stderr)
         return 2
+    # The AdmissionReview on stdout stays exactly what the webhook sends; the release it
+    # was decided for goes to stderr.
+    print(f"snapguard: decided for DVP platform {engine.platform.label}", file=sys.stderr)
     print(json.dumps(response, indent=2, ensure_ascii=False))
     return 0

@@ -30,7 +30,7 @@ from certs.tlscontext import ServerContextCache
 from cluster.statefiles import InputError, load_state
 
 from ..errors import UsageError
-from ..policyfile import read_policy
+from ..policyfile import add_policy_arguments, policy_from_args
 from .certs import default_cert_dir
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def add_parser(subparsers: Any) -> None:
         help="with a cluster: /readyz fails once a kind's watch has been disconnected this long "
         "(default 60); the webhook keeps answering from the last state",
     )
-    parser.add_argument("--policy", metavar="FILE", help="policy file: rule actions, exempt namespaces")
+    add_policy_arguments(parser, "policy file: rule actions, exempt namespaces")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument(
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
         _positive("workers", args.workers)
         _positive("threads", args.threads)
-        policy = read_policy(args.policy)
+        policy = policy_from_args(args)
         view_source = view_source_for(args)
         paths = _certificates(args)
         _check_port(args.host, args.port)

@@ -146,7 +146,8 @@ class TestOutputs:
         code, out, _ = run(capsys, "--state", str(troubled), "-o", "json", "--preflight")
         document = json.loads(out)
         assert code == 1
-        assert list(document) == ["results", "findings", "preflight", "notes", "summary"]
+        assert list(document) == ["platformVersion", "results", "findings", "preflight", "notes", "summary"]
+        assert document["platformVersion"] == "1.10"
         (result,) = document["results"]
         assert result["source"] == f"{troubled}#0.items[5]"
         assert (result["kind"], result["namespace"], result["name"], result["operation"]) == (

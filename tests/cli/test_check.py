@@ -110,13 +110,34 @@ def test_exit_zero_when_nothing_is_denied(files: Path, capsys: pytest.CaptureFix
 
 
 def test_strict_fails_on_a_warning(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--strict turns a warning (here: no default VolumeSnapshotClass) into exit 1."""
+    """--strict turns a warning (here: no default VolumeSnapshotClass on v0.23, where the
+    spec could still name one) into exit 1."""
+    state = (files / "state.yaml").read_text().replace('"true"', '"false"')
+    (files / "state.yaml").write_text(state)
+    old = ("--platform-version", "0.23")
+    code, out, _ = run(capsys, "check", *old, "--state", str(files / "state.yaml"), str(files / "good.yaml"))
+    assert code == 0 and "WARN  VirtualDiskSnapshot ns1/snap-ok: snapshot-class-default" in out
+    assert out.splitlines()[0].startswith("Decided for DVP platform v0.23")
+    code, _, _ = run(
+        capsys, "check", *old, "--strict", "--state", str(files / "state.yaml"), str(files / "good.yaml")
+    )
+    assert code == 1
+
+
+def test_missing_default_class_denies_on_current_platforms(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """From v0.24 the spec cannot name a class, so no default class for the driver is a deny."""
     state = (files / "state.yaml").read_text().replace('"true"', '"false"')
     (files / "state.yaml").write_text(state)
     code, out, _ = run(capsys, "check", "--state", str(files / "state.yaml"), str(files / "good.yaml"))
-    assert code == 0 and "WARN  VirtualDiskSnapshot ns1/snap-ok: snapshot-class-default" in out
-    code, _, _ = run(capsys, "check", "--strict", "--state", str(files / "state.yaml"), str(files / "good.yaml"))
-    assert code == 1
+    assert code == 1 and "DENY  VirtualDiskSnapshot ns1/snap-ok: snapshot-class-default" in out
+    assert out.splitlines()[0].startswith("Decided for DVP platform v1.10")
+
+
+def test_bad_platform_version_is_an_input_error(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unusable --platform-version exits 2 with one line saying what is accepted."""
+    code, out, err = run(capsys, "check", "--platform-version", "1.x", str(files / "good.yaml"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "--platform-version" in err and "major.minor" in err
 
 
 def test_strict_fails_on_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
