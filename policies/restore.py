@@ -216,6 +216,50 @@ def apply_name_replacements(replacements: Sequence[NameReplacement], kind: str, 
     return name if index is None else replacements[index].to or ""
 
 
+# The kinds a clone's namePrefix/nameSuffix apply to: not VirtualImage and
+# ClusterVirtualImage, which a VMBDA may refer to (reference, "Name replacement
+# algorithm": customization skips VMBDA image refs).
+CUSTOMIZED_KINDS = frozenset(RESTORED_KINDS)
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How a restore or a clone names what it creates: the name replacements (the
+    first matching entry wins), then, for a clone, `prefix` + name + `suffix`.
+
+    `field` is where the replacements live in the request (`spec.nameReplacements` of a
+    VirtualMachineRestore, `spec.clone.nameReplacement` of a vmop Clone,
+    `spec.createVirtualMachine.nameReplacement` of a vmsop), for messages; a vmop
+    Restore renames nothing (`Naming()`)."""
+
+    replacements: tuple[NameReplacement, ...] = ()
+    prefix: str = ""
+    suffix: str = ""
+    field: str = ""
+
+    @property
+    def customized(self) -> bool:
+        return bool(self.prefix or self.suffix)
+
+    def replacement_index(self, kind: str, name: str) -> int | None:
+        return replacement_for(self.replacements, kind, name)
+
+    def rename(self, kind: str, name: str) -> str:
+        if not name:
+            return name
+        renamed = apply_name_replacements(self.replacements, kind, name)
+        if kind in CUSTOMIZED_KINDS and self.customized:
+            return f"{self.prefix}{renamed}{self.suffix}"
+        return renamed
+
+
+def as_naming(naming: Naming | Sequence[NameReplacement]) -> Naming:
+    """A VirtualMachineRestore's nameReplacements as a Naming (a Naming stays itself)."""
+    if isinstance(naming, Naming):
+        return naming
+    return Naming(tuple(naming), field="spec.nameReplacements")
+
+
 # --- the plan ----------------------------------------------------------------------
 
 
@@ -253,10 +297,14 @@ class RestorePlan:
     VirtualDiskSnapshots that were not handed in (their disks cannot be planned)."""
 
     namespace: str
-    replacements: tuple[NameReplacement, ...]
+    naming: Naming
     content: SnapshotContent
     objects: tuple[RestoredObject, ...]
     missing_disk_snapshots: tuple[str, ...] = ()
+
+    @property
+    def replacements(self) -> tuple[NameReplacement, ...]:
+        return self.naming.replacements
 
     def of_kind(self, kind: str) -> list[RestoredObject]:
         return [obj for obj in self.objects if obj.kind == kind]
@@ -279,28 +327,31 @@ class RestorePlan:
         return self._single(kinds.SECRET)
 
     def rename(self, kind: str, name: str) -> str:
-        return apply_name_replacements(self.replacements, kind, name)
+        return self.naming.rename(kind, name)
 
 
 def restored_objects(
-    replacements: Sequence[NameReplacement],
+    naming: Naming | Sequence[NameReplacement],
     content: SnapshotContent,
     disk_snapshot_names: Sequence[str],
     disk_snapshots: Mapping[str, VirtualDiskSnapshot],
+    *,
+    addresses: bool = True,
 ) -> tuple[RestoredObject, ...]:
-    """The objects a restore creates, names replaced. A restored VirtualDisk is named
+    """The objects a restore (or, without `addresses`, a clone: no VMIP, no VMMAC, the
+    copy gets new addresses) creates, named by `naming`. A restored VirtualDisk is named
     after its VirtualDiskSnapshot's spec.virtualDiskName; a VirtualDiskSnapshot absent
     from `disk_snapshots` (or naming no disk) yields no disk."""
+    naming = as_naming(naming)
 
     def planned(kind: str, stored: JSONObject | None, name: str, disk_snapshot: str = "") -> RestoredObject:
-        index = replacement_for(replacements, kind, name)
-        restored = name if index is None else replacements[index].to or ""
-        return RestoredObject(kind, name, restored, stored, disk_snapshot, index)
+        index = naming.replacement_index(kind, name)
+        return RestoredObject(kind, name, naming.rename(kind, name), stored, disk_snapshot, index)
 
     objects: list[RestoredObject] = []
-    if content.vmip is not None:
+    if content.vmip is not None and addresses:
         objects.append(planned(kinds.VIRTUAL_MACHINE_IP_ADDRESS, content.vmip, metadata_name(content.vmip)))
-    for mac in content.vmmacs:
+    for mac in content.vmmacs if addresses else ():
         objects.append(planned(kinds.VIRTUAL_MACHINE_MAC_ADDRESS, mac, metadata_name(mac)))
     objects.append(planned(kinds.VIRTUAL_MACHINE, content.vm, metadata_name(content.vm)))
     for snapshot_name in disk_snapshot_names:
@@ -319,19 +370,23 @@ def restored_objects(
 
 def plan_restore(
     namespace: str,
-    replacements: Sequence[NameReplacement],
+    naming: Naming | Sequence[NameReplacement],
     content: SnapshotContent,
     disk_snapshot_names: Sequence[str],
     disk_snapshots: Mapping[str, VirtualDiskSnapshot],
+    *,
+    addresses: bool = True,
 ) -> RestorePlan:
-    """The plan of a restore in `namespace` of the snapshot whose Secret holds `content`
-    and whose status.virtualDiskSnapshotNames is `disk_snapshot_names`
-    (`disk_snapshots`: those of them that exist, by name)."""
+    """The plan of a restore (or clone, without `addresses`) in `namespace` of the
+    snapshot whose Secret holds `content` and whose status.virtualDiskSnapshotNames is
+    `disk_snapshot_names` (`disk_snapshots`: those of them that exist, by name). Every
+    front-end plans through here: VirtualMachineRestore, vmop Restore and Clone, vmsop."""
+    naming = as_naming(naming)
     return RestorePlan(
         namespace=namespace,
-        replacements=tuple(replacements),
+        naming=naming,
         content=content,
-        objects=restored_objects(replacements, content, disk_snapshot_names, disk_snapshots),
+        objects=restored_objects(naming, content, disk_snapshot_names, disk_snapshots, addresses=addresses),
         missing_disk_snapshots=tuple(
             name
             for name in disk_snapshot_names

@@ -14,9 +14,7 @@ two rules report it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from .. import kinds
@@ -25,10 +23,7 @@ from ..models import (
     KubeObject,
     NameReplacement,
     Secret,
-    VirtualDisk,
-    VirtualDiskSnapshot,
     VirtualMachine,
-    VirtualMachineBlockDeviceAttachment,
     VirtualMachineIPAddress,
     VirtualMachineMACAddress,
     VirtualMachineRestore,
@@ -38,10 +33,19 @@ from ..restore import (
     RESTORED_KINDS,
     RestoredObject,
     RestorePlan,
-    SnapshotContentError,
-    decode_snapshot_secret,
-    plan_restore,
+    as_naming,
     secret_data_bytes,
+)
+from .source import (
+    CONFLICT_MODELS,
+    KIND_WORDS,
+    MAX_NAME_LENGTH,
+    MAX_VM_NAME_LENGTH,
+    RestoreState,
+    invalid_name_reason,
+    snapshot_not_ready,
+    snapshot_source,
+    valid_name_like,
 )
 
 VMR = kinds.VIRTUAL_MACHINE_RESTORE
@@ -50,82 +54,17 @@ REPLACEMENTS_FIELD = "spec.nameReplacements"
 MODE_FIELD = "spec.restoreMode"
 FORCED = "Forced"
 
-# Kubernetes' DNS-1123 subdomain (k8s.io/apimachinery validation.IsDNS1123Subdomain).
-DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-MAX_NAME_LENGTH = 253
-# The platform's MaxVirtualMachineNameLen (`common/validate/validate.go`).
-MAX_VM_NAME_LENGTH = 63
-
-# How the platform's messages call each kind a restore creates.
-KIND_WORDS = {
-    kinds.VIRTUAL_MACHINE: "virtual machine",
-    kinds.VIRTUAL_DISK: "virtual disk",
-    kinds.VIRTUAL_MACHINE_IP_ADDRESS: "virtual machine ip address",
-    kinds.VIRTUAL_MACHINE_MAC_ADDRESS: "virtual machine mac address",
-    kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT: "virtual machine block device attachment",
-    kinds.SECRET: "provisioner secret",
-}
-# The kinds vmr-name-conflict looks up under their restored names.
-CONFLICT_MODELS: dict[str, type[KubeObject]] = {
-    kinds.VIRTUAL_MACHINE: VirtualMachine,
-    kinds.VIRTUAL_DISK: VirtualDisk,
-    kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT: VirtualMachineBlockDeviceAttachment,
-}
-
-
 # --- the restore plan, shared by the rules of one decision -------------------------
 
 
-@dataclass(frozen=True)
-class RestoreState:
-    """What one decision knows about the restore's source: the snapshot (None when
-    unnamed, missing or its kind not given), its decoded plan, or why the Secret cannot
-    be read. `disks_known` is False when the view has no VirtualDiskSnapshot kind, so
-    the plan lacks the restored disks; rules that need them call `ctx.needs`."""
-
-    snapshot: VirtualMachineSnapshot | None = None
-    secret: Secret | None = None
-    plan: RestorePlan | None = None
-    error: SnapshotContentError | None = None
-    disks_known: bool = True
-
-
 def _restore_state(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> RestoreState:
-    """The restore state, computed once per decision (the kinds it lacked count for
-    every rule that reads it)."""
-
-    def compute(inner: RuleContext) -> RestoreState:
-        name = req.obj.spec.virtual_machine_snapshot_name
-        if not name or not inner.needs(kinds.VIRTUAL_MACHINE_SNAPSHOT):
-            return RestoreState()
-        snapshot = inner.view.get(VirtualMachineSnapshot, req.namespace, name)
-        if snapshot is None:
-            return RestoreState()
-        secret_name = snapshot.status.virtual_machine_snapshot_secret_name
-        if not secret_name or not inner.needs(kinds.SECRET):
-            return RestoreState(snapshot)
-        secret = inner.view.get(Secret, req.namespace, secret_name)
-        if secret is None:
-            return RestoreState(snapshot)
-        content = decode_snapshot_secret(secret_name, secret.data)
-        if isinstance(content, SnapshotContentError):
-            return RestoreState(snapshot, secret, error=content)
-        disk_snapshot_names = snapshot.status.virtual_disk_snapshot_names
-        # Not `needs`: only the rules that read the disks lack them (they ask themselves).
-        disks_known = not disk_snapshot_names or inner.view.has_kind(kinds.VIRTUAL_DISK_SNAPSHOT)
-        disk_snapshots: dict[str, VirtualDiskSnapshot] = {}
-        if disks_known:
-            for disk_snapshot_name in disk_snapshot_names:
-                found = inner.view.get(VirtualDiskSnapshot, req.namespace, disk_snapshot_name)
-                if found is not None:
-                    disk_snapshots[disk_snapshot_name] = found
-        plan = plan_restore(
-            req.namespace, req.obj.spec.name_replacements, content, disk_snapshot_names, disk_snapshots
-        )
-        return RestoreState(snapshot, secret, plan, disks_known=disks_known)
-
-    state: RestoreState = ctx.shared("restore-plan", compute)
-    return state
+    """The restore's source, computed once per decision (source.snapshot_source)."""
+    return snapshot_source(
+        ctx,
+        req.namespace,
+        req.obj.spec.virtual_machine_snapshot_name,
+        as_naming(req.obj.spec.name_replacements),
+    )
 
 
 def _plan(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext, *, disks: bool = False) -> RestorePlan | None:
@@ -209,94 +148,7 @@ def vmr_snapshot_exists(req: RuleRequest[VirtualMachineRestore], ctx: RuleContex
     summary="the snapshot is Ready, its Secret is readable and its VirtualDiskSnapshots are Ready",
 )
 def vmr_snapshot_ready(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
-    state = _restore_state(req, ctx)
-    snapshot = state.snapshot
-    if snapshot is None:
-        return  # vmr-snapshot-exists reports it
-    name = snapshot.name
-    if snapshot.deleting:
-        yield Finding(
-            f'The virtual machine snapshot "{name}" is in the process of deleting: it cannot be '
-            "restored; restore from another snapshot",
-            SNAPSHOT_FIELD,
-        )
-        return
-    ready = snapshot.condition("VirtualMachineSnapshotReady")
-    if snapshot.phase != "Ready" or ready is None or ready.status != "True":
-        if snapshot.phase != "Ready":
-            why = f'it is in the "{snapshot.phase or "unknown"}" phase'
-        elif ready is None:
-            why = "it has no VirtualMachineSnapshotReady condition"
-        else:
-            why = f"its VirtualMachineSnapshotReady condition is {ready.status}" + (
-                f" ({ready.message.rstrip('.')})" if ready.message else ""
-            )
-        yield Finding(
-            f'Waiting for the virtual machine snapshot "{name}" to be ready for use: {why}; '
-            f"wait until it is Ready (kubectl get vmsnapshot {name} -n {req.namespace}), or take a "
-            "new snapshot if it Failed",
-            SNAPSHOT_FIELD,
-        )
-        return
-    secret_name = snapshot.status.virtual_machine_snapshot_secret_name
-    if not secret_name:
-        yield Finding(
-            f'The virtual machine snapshot "{name}" has no snapshot Secret '
-            "(status.virtualMachineSnapshotSecretName is empty), so there is nothing to restore "
-            "from; take a new snapshot",
-            SNAPSHOT_FIELD,
-        )
-    elif state.error is not None:
-        yield Finding(
-            f'The snapshot Secret "{secret_name}" of virtual machine snapshot "{name}" cannot be '
-            f'read: its data key "{state.error.key}" {state.error.problem}; the Secret must stay as '
-            "the platform wrote it, take a new snapshot",
-            SNAPSHOT_FIELD,
-        )
-    elif state.secret is None and ctx.needs(kinds.SECRET):
-        yield Finding(
-            f'The snapshot Secret "{secret_name}" of virtual machine snapshot "{name}" not found: '
-            "the stored virtual machine is lost and cannot be restored; take a new snapshot",
-            SNAPSHOT_FIELD,
-        )
-    disk_snapshot_names = snapshot.status.virtual_disk_snapshot_names
-    if not disk_snapshot_names or not ctx.needs(kinds.VIRTUAL_DISK_SNAPSHOT):
-        return
-    for disk_snapshot_name in disk_snapshot_names:
-        disk_snapshot = ctx.view.get(VirtualDiskSnapshot, req.namespace, disk_snapshot_name)
-        if disk_snapshot is None:
-            yield Finding(
-                f'The virtual disk snapshot "{disk_snapshot_name}" not found: virtual machine '
-                f'snapshot "{name}" has lost it and its disk cannot be restored; take a new snapshot',
-                SNAPSHOT_FIELD,
-            )
-        elif disk_snapshot.phase != "Ready":
-            yield Finding(
-                f'The virtual disk snapshot "{disk_snapshot_name}" of virtual machine snapshot '
-                f'"{name}" is not ready to use: it is in the "{disk_snapshot.phase or "unknown"}" '
-                "phase; wait until it is Ready, or take a new snapshot if it Failed",
-                SNAPSHOT_FIELD,
-            )
-
-
-def _invalid_name_reason(name: str, kind: str | None) -> str | None:
-    if kind == kinds.VIRTUAL_MACHINE and len(name) > MAX_VM_NAME_LENGTH:
-        return f"is {len(name)} characters long, but a virtual machine name must be at most {MAX_VM_NAME_LENGTH}"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"is {len(name)} characters long, but a name must be at most {MAX_NAME_LENGTH}"
-    if not DNS1123_SUBDOMAIN.fullmatch(name):
-        return (
-            "is not a valid name: a lowercase RFC 1123 subdomain must consist of lower case "
-            "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
-            "character"
-        )
-    return None
-
-
-def _valid_name_like(name: str, limit: int = MAX_VM_NAME_LENGTH) -> str:
-    """A valid name close to `name`, to suggest in a message."""
-    cleaned = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")
-    return cleaned[:limit].rstrip("-.") or "restored"
+    yield from snapshot_not_ready(_restore_state(req, ctx), ctx, req.namespace, SNAPSHOT_FIELD)
 
 
 @rule(
@@ -314,10 +166,10 @@ def vmr_name_replacements(req: RuleRequest[VirtualMachineRestore], ctx: RuleCont
         source_name = replacement.from_.name or ""
         entry = f"spec.nameReplacements[{index}]"
         to = replacement.to or ""
-        reason = _invalid_name_reason(to, kind)
+        reason = invalid_name_reason(to, kind)
         if reason:
             yield Finding(
-                f'{entry}.to "{to}" {reason}; choose a name such as "{_valid_name_like(to)}"',
+                f'{entry}.to "{to}" {reason}; choose a name such as "{valid_name_like(to)}"',
                 f"{entry}.to",
             )
         if kind and kind not in RESTORED_KINDS:
