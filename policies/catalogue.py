@@ -185,7 +185,8 @@ class ImpliedRequest:
     field: str = ""
 
 
-ImpliedFunction = Callable[[Any, str], list[ImpliedRequest]]
+# (the request object, its namespace, the platform version) -> what it implies
+ImpliedFunction = Callable[[Any, str, PlatformVersion], list[ImpliedRequest]]
 
 # kind -> the objects a CREATE of that kind implies (registered next to its rules).
 IMPLIED_REQUESTS: dict[str, ImpliedFunction] = {}

@@ -181,11 +181,14 @@ class Engine:
         memo: dict[str, tuple[Any, frozenset[str]]] = {}
         results = [self._run(rule, action, rule_request, view, memo) for rule, action in rules]
         implied = IMPLIED_REQUESTS.get(request.kind)
+        implied_results: list[RuleResult] = []
         if implied is not None and request.operation is Operation.CREATE:
-            for extra in implied(obj, namespace):
-                results.extend(self._implied(extra, view, memo))
+            for extra in implied(obj, namespace, self.platform):
+                implied_results.extend(self._implied(extra, view, memo))
         if _dry_run(obj):
             results = [_as_warning(result) for result in results]
+            implied_results = [_as_warning(result, implied=True) for result in implied_results]
+        results.extend(implied_results)
         return self._decision(results)
 
     def _implied(
@@ -281,12 +284,13 @@ def _dry_run(obj: KubeObject) -> bool:
     return getattr(obj, "mode", "") == "DryRun" and obj.KIND in kinds.OPERATION_KINDS
 
 
-def _as_warning(result: RuleResult) -> RuleResult:
+def _as_warning(result: RuleResult, *, implied: bool = False) -> RuleResult:
     """SPEC: mode DryRun changes nothing on the platform, so what a rule of the operations
     table (and of the snapshot a clone implies) finds is reported as a warning, same id
-    and message, and the operation is allowed; `op-spec-valid` still denies."""
+    and message, and the operation is allowed; `op-spec-valid` (and `op-not-served`: the
+    kind does not exist) still deny."""
     if result.outcome is not Outcome.FAIL or result.action is not Action.DENY:
         return result
-    if not CATALOGUE[result.rule].dry_run_warns:
+    if not implied and not CATALOGUE[result.rule].dry_run_warns:
         return result
     return RuleResult(result.rule, result.outcome, Action.WARN, result.findings, result.message)

@@ -337,6 +337,7 @@ def restored_objects(
     disk_snapshots: Mapping[str, VirtualDiskSnapshot],
     *,
     addresses: bool = True,
+    disk_names: Sequence[str] = (),
 ) -> tuple[RestoredObject, ...]:
     """The objects a restore (or, without `addresses`, a clone: no VMIP, no VMMAC, the
     copy gets new addresses) creates, named by `naming`. A restored VirtualDisk is named
@@ -359,6 +360,8 @@ def restored_objects(
         disk_name = snapshot.spec.virtual_disk_name if snapshot is not None else None
         if disk_name:
             objects.append(planned(kinds.VIRTUAL_DISK, None, disk_name, snapshot_name))
+    # A clone of a live VM copies its disks themselves, not disks of a snapshot.
+    objects.extend(planned(kinds.VIRTUAL_DISK, None, name) for name in disk_names)
     for attachment in content.vmbdas:
         objects.append(
             planned(kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT, attachment, metadata_name(attachment))
@@ -392,6 +395,32 @@ def plan_restore(
             for name in disk_snapshot_names
             if name not in disk_snapshots or not disk_snapshots[name].spec.virtual_disk_name
         ),
+    )
+
+
+def plan_clone_of_vm(
+    namespace: str,
+    naming: Naming,
+    vm_name: str,
+    disk_names: Sequence[str],
+    attachment_names: Sequence[str],
+    secret: tuple[str, Mapping[str, str]] | None,
+) -> RestorePlan:
+    """The objects a vmop Clone creates from the VM as it is now: the VM, its disks, its
+    VMBDAs and its provisioning Secret (name, data), named by `naming`; no VMIP or VMMAC
+    (the copy gets new addresses). The same plan shape as a restore's, so the clone
+    rules read both alike."""
+    content = SnapshotContent(
+        secret="",
+        vm={"metadata": {"name": vm_name}},
+        provisioner={"metadata": {"name": secret[0]}, "data": dict(secret[1])} if secret else None,
+        vmbdas=tuple({"metadata": {"name": name}} for name in attachment_names),
+    )
+    return RestorePlan(
+        namespace=namespace,
+        naming=naming,
+        content=content,
+        objects=restored_objects(naming, content, (), {}, addresses=False, disk_names=disk_names),
     )
 
 

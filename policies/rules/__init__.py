@@ -7,5 +7,7 @@ from . import vds  # noqa: F401
 from . import vms  # noqa: F401
 from . import vmr  # noqa: F401
 from . import vd  # noqa: F401
+from . import op  # noqa: F401
 from . import update  # noqa: F401
+from . import versions  # noqa: F401
 # isort: on

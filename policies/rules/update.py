@@ -17,13 +17,22 @@ from typing import Any
 from .. import kinds
 from ..catalogue import Finding, Operation, RuleContext, RuleRequest, rule
 from ..defaults import with_spec_defaults
+from ..models import KubeObject, VirtualMachineOperation
+
+
+def _governed(obj: KubeObject) -> bool:
+    """Snapshots, restores, vmsops, and vmops of type Restore or Clone."""
+    if isinstance(obj, VirtualMachineOperation):
+        return obj.spec.type in kinds.GOVERNED_OPERATION_TYPES
+    return True
 
 
 @rule(
     "spec-immutable",
-    kinds=kinds.SNAPSHOT_KINDS,
+    kinds=(*kinds.SNAPSHOT_KINDS, *kinds.OPERATION_KINDS),
     operations=(Operation.UPDATE,),
-    summary="the spec of a snapshot or restore does not change after creation",
+    applies=_governed,
+    summary="the spec of a snapshot, restore or restore operation does not change after creation",
 )
 def spec_immutable(req: RuleRequest[Any], ctx: RuleContext) -> Iterator[Finding]:
     if req.old_raw is None:
@@ -31,13 +40,22 @@ def spec_immutable(req: RuleRequest[Any], ctx: RuleContext) -> Iterator[Finding]
     kind = req.obj.KIND
     new_spec = _filled_spec(kind, req.raw.get("spec"))
     old_spec = _filled_spec(kind, req.old_raw.get("spec"))
-    if not same_json(new_spec, old_spec):
-        changed = _changed_keys(old_spec, new_spec)
+    if same_json(new_spec, old_spec):
+        return
+    changed = _changed_keys(old_spec, new_spec)
+    if kind in kinds.OPERATION_KINDS:
+        # The CRD's CEL rule `self == oldSelf` and its message (OP-A1).
         yield Finding(
-            f"{kind} is an idempotent resource: specification changes are not available "
-            f"(changed: {changed}); create a new {kind} instead of editing \"{req.name}\"",
+            f".spec is immutable (changed: {changed}); create a new {kind} instead of editing "
+            f'"{req.name}"',
             "spec",
         )
+        return
+    yield Finding(
+        f"{kind} is an idempotent resource: specification changes are not available "
+        f"(changed: {changed}); create a new {kind} instead of editing \"{req.name}\"",
+        "spec",
+    )
 
 
 def _filled_spec(kind: str, spec: Any) -> Any:

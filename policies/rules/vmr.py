@@ -29,6 +29,7 @@ from ..models import (
     VirtualMachineRestore,
     VirtualMachineSnapshot,
 )
+from ..platform import V1_9_RESTORE_REMOVED, VersionRange
 from ..restore import (
     RESTORED_KINDS,
     RestoredObject,
@@ -49,6 +50,8 @@ from .source import (
 )
 
 VMR = kinds.VIRTUAL_MACHINE_RESTORE
+# v1.9 removed VirtualMachineRestore: from then on only vmr-deprecated speaks.
+UNTIL_REMOVED = VersionRange(until=V1_9_RESTORE_REMOVED)
 SNAPSHOT_FIELD = "spec.virtualMachineSnapshotName"
 REPLACEMENTS_FIELD = "spec.nameReplacements"
 MODE_FIELD = "spec.restoreMode"
@@ -120,6 +123,7 @@ def _rename_hint(obj: RestoredObject) -> str:
 @rule(
     "vmr-snapshot-exists",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="the VirtualMachineSnapshot named by spec.virtualMachineSnapshotName exists",
 )
 def vmr_snapshot_exists(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
@@ -145,6 +149,7 @@ def vmr_snapshot_exists(req: RuleRequest[VirtualMachineRestore], ctx: RuleContex
 @rule(
     "vmr-snapshot-ready",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="the snapshot is Ready, its Secret is readable and its VirtualDiskSnapshots are Ready",
 )
 def vmr_snapshot_ready(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
@@ -154,6 +159,7 @@ def vmr_snapshot_ready(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext
 @rule(
     "vmr-name-replacements",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="nameReplacements give valid, distinct names to objects a restore creates",
 )
 def vmr_name_replacements(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
@@ -224,6 +230,7 @@ def vmr_name_replacements(req: RuleRequest[VirtualMachineRestore], ctx: RuleCont
 @rule(
     "vmr-name-conflict",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="(Safe mode) no VirtualMachine, VirtualDisk or VMBDA already exists under a restored name",
 )
 def vmr_name_conflict(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
@@ -310,6 +317,7 @@ def _taken_message(
 @rule(
     "vmr-ip-in-use",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="no VirtualMachineIPAddress under the restored name is attached to another VM",
 )
 def vmr_ip_in_use(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
@@ -346,6 +354,7 @@ def _stored_static_ip(plan: RestorePlan) -> str:
 @rule(
     "vmr-ip-taken",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="no other VirtualMachineIPAddress holds the stored static IP",
 )
 def vmr_ip_taken(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
@@ -369,6 +378,7 @@ def vmr_ip_taken(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> I
 @rule(
     "vmr-ip-mismatch",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="a Static VirtualMachineIPAddress under the restored name holds the stored IP",
 )
 def vmr_ip_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
@@ -405,6 +415,7 @@ def _stored_mac(obj: RestoredObject) -> str:
 @rule(
     "vmr-mac-conflict",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="no stored MAC address is in use by another VM or held by another VirtualMachineMACAddress",
 )
 def vmr_mac_conflict(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
@@ -434,6 +445,7 @@ def vmr_mac_conflict(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) 
 @rule(
     "vmr-secret-mismatch",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="a Secret under the restored provisioning Secret's name holds the stored data",
 )
 def vmr_secret_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
@@ -470,6 +482,7 @@ def vmr_secret_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContex
 @rule(
     "vmr-forced-needs-vm",
     kinds=(VMR,),
+    versions=UNTIL_REMOVED,
     summary="restoreMode Forced restores over an existing virtual machine",
 )
 def vmr_forced_needs_vm(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
