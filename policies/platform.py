@@ -113,5 +113,5 @@ def unfinished_outcome(version: PlatformVersion, what: str) -> str:
     """What the platform does with a `what` (e.g. "snapshot") whose preconditions do not
     hold: since v1.3.0 it fails it, before that it kept it Pending and retried forever."""
     if version >= V1_3_FAILED_NOT_PENDING:
-        return f"the platform ({version.label}) would end the {what} Failed"
-    return f"the platform ({version.label}) would keep the {what} Pending, retrying forever"
+        return f"without this check DVP {version.label} would fail the {what}"
+    return f"without this check DVP {version.label} would leave the {what} Pending forever"

@@ -100,11 +100,11 @@ def state_view() -> Any:
 
 @pytest.fixture
 def make_webhook(state_view: Any) -> Callable[..., WebhookUnderTest]:
-    def make(policy: dict[str, Any] | None = None, **settings: Any) -> WebhookUnderTest:
+    def make(policy: dict[str, Any] | None = None, state: Any = None, **settings: Any) -> WebhookUnderTest:
         config = PolicyConfig.model_validate(policy or {})
         app = create_app(
             WebhookSettings(policy=config, **settings),
-            StaticViewSource(state_view, "tests/webhook/data/state.yaml"),
+            StaticViewSource(state if state is not None else state_view, "tests/webhook/data/state.yaml"),
             log_stream=(log := io.StringIO()),
         )
         return WebhookUnderTest(app, app.test_client(), log)

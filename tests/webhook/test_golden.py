@@ -1,6 +1,8 @@
 """Golden AdmissionReview answers: each `golden/<name>.request.json` is posted to the app
 (`/mutate` for names starting with `mutate-`, else `/validate`) with the test state as
-the view, and the answer must equal `golden/<name>.response.json` exactly.
+the view (or `golden/<name>.state.yaml` when there is one) and the policy
+`golden/<name>.policy.yaml` when there is one (e.g. an older platformVersion), and the
+answer must equal `golden/<name>.response.json` exactly.
 
 Regenerate after an intended change (then read the diff before committing):
 
@@ -15,6 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
+
+from cluster.statefiles import load_state
 
 from .conftest import GOLDEN, WebhookUnderTest
 
@@ -29,7 +34,10 @@ def test_there_are_golden_cases() -> None:
 @pytest.mark.parametrize("name", CASES)
 def test_golden_response(make_webhook: Callable[..., WebhookUnderTest], name: str) -> None:
     """The whole answer, byte for byte in meaning: nothing added, nothing lost."""
-    webhook = make_webhook()
+    state = GOLDEN / f"{name}.state.yaml"
+    policy_path = GOLDEN / f"{name}.policy.yaml"
+    policy = yaml.safe_load(policy_path.read_text()) if policy_path.exists() else None
+    webhook = make_webhook(policy, state=load_state([str(state)]) if state.exists() else None)
     request = json.loads((GOLDEN / f"{name}.request.json").read_text())
     path = "/mutate" if name.startswith("mutate-") else "/validate"
     result = webhook.post(path, request)
