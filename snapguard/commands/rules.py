@@ -1,30 +1,47 @@
-"""`snapguard rules`: the rule catalogue (id, kinds, operations, default action, summary),
-and `snapguard rules --markdown`, which generates docs/rules.md from the same data."""
+"""`snapguard rules`: the rule catalogue (id, kinds, operations, default action, summary)
+for one platform version (`--platform-version`, default the newest), and `snapguard
+rules -o markdown`, which generates docs/rules.md (every version) from the same data."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
+from policies import kinds as kind_table
 from policies.catalogue import CATALOGUE, Rule
+from policies.platform import DEFAULT, PlatformVersion
 
-SHORT_KIND = {
-    "VirtualDiskSnapshot": "vds",
-    "VirtualMachineSnapshot": "vms",
-    "VirtualMachineRestore": "vmrestore",
-    "VirtualDisk": "vd",
-}
+from ..errors import UsageError
+from ..policyfile import platform_version_arg
 
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("rules", help="list the rule catalogue")
     parser.add_argument("--output", "-o", choices=("text", "json", "markdown"), default="text")
+    parser.add_argument(
+        "--platform-version",
+        metavar="X.Y",
+        help=f"list the rules of this DVP release with its defaults (default: {DEFAULT}; "
+        "markdown lists every release)",
+    )
     parser.set_defaults(func=run)
 
 
+def _short(kind: str) -> str:
+    info = kind_table.kind_info(kind)
+    return info.short if info is not None and info.short else kind
+
+
+def _default_text(rule: Rule) -> str:
+    """The default action, with the releases where it changes: `warn; deny from v0.24`."""
+    changes = "".join(f"; {action.value} from {since.label}" for since, action in rule.default_changes)
+    return rule.default_action.value + changes
+
+
 def _kinds(rule: Rule) -> str:
-    return ",".join(SHORT_KIND.get(kind, kind) for kind in rule.kinds)
+    return ",".join(_short(kind) for kind in rule.kinds)
 
 
 def render_markdown() -> str:
@@ -35,20 +52,33 @@ def render_markdown() -> str:
         "fails when this file and the catalogue differ. Actions: `deny` refuses the request,",
         "`warn` allows it with a warning, `audit` records it (audit annotations, logs,",
         "metrics, reports), `off` disables the rule. Set them in a policy file.",
+        "`platform versions` says on which DVP releases the rule decides (see",
+        "[platform-versions.md](platform-versions.md)).",
         "",
-        "| id | kinds | operations | default | checks that |",
-        "|---|---|---|---|---|",
+        "| id | kinds | operations | default | platform versions | checks that |",
+        "|---|---|---|---|---|---|",
     ]
     for rule in CATALOGUE.values():
         lines.append(
             f"| `{rule.id}` | {', '.join(rule.kinds)} | {', '.join(o.value for o in rule.operations)} "
-            f"| {rule.default_action.value} | {rule.summary} |"
+            f"| {_default_text(rule)} | {rule.versions.describe()} | {rule.summary} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        version: PlatformVersion = platform_version_arg(args) or DEFAULT
+    except UsageError as error:
+        print(f"snapguard: error: {error}", file=sys.stderr)
+        return 2
+    if args.output == "markdown":
+        print(render_markdown(), end="")
+        return 0
+    rules = [r for r in CATALOGUE.values() if version in r.versions]
     if args.output == "json":
+        # A list, as before platform versions existed; each entry says for which release
+        # its default is given.
         print(
             json.dumps(
                 [
@@ -56,19 +86,20 @@ def run(args: argparse.Namespace) -> int:
                         "id": r.id,
                         "kinds": list(r.kinds),
                         "operations": [o.value for o in r.operations],
-                        "default": r.default_action.value,
+                        "default": r.default_for(version).value,
                         "summary": r.summary,
+                        "platformVersion": str(version),
+                        "platformVersions": r.versions.describe(),
                     }
-                    for r in CATALOGUE.values()
+                    for r in rules
                 ],
                 indent=2,
             )
         )
-    elif args.output == "markdown":
-        print(render_markdown(), end="")
-    else:
-        width = max(len(r.id) for r in CATALOGUE.values())
-        kinds_width = max(len(_kinds(r)) for r in CATALOGUE.values())
-        for rule in CATALOGUE.values():
-            print(f"{rule.id:<{width}}  {_kinds(rule):<{kinds_width}}  {rule.default_action.value:<5}  {rule.summary}")
+        return 0
+    print(f"Rules of DVP platform {version.label} (change with --platform-version)")
+    width = max(len(r.id) for r in rules)
+    kinds_width = max(len(_kinds(r)) for r in rules)
+    for rule in rules:
+        print(f"{rule.id:<{width}}  {_kinds(rule):<{kinds_width}}  {rule.default_for(version).value:<5}  {rule.summary}")
     return 0
