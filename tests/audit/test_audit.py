@@ -101,7 +101,9 @@ class TestResults:
     def test_the_request_is_a_create_of_the_stored_object(self) -> None:
         """A restore is decided with its own uid, so objects it already created (carrying
         its uid in the restore annotation) would not conflict; a missing snapshot denies."""
-        report = run([o.restore("r1", snapshot="missing")], given=["VirtualMachineSnapshot"])
+        # VirtualMachineRestore is the restore API of platforms up to v1.8.
+        v1_8 = Engine(PolicyConfig.model_validate({"platformVersion": "1.8"}))
+        report = run([o.restore("r1", snapshot="missing")], given=["VirtualMachineSnapshot"], engine=v1_8)
         (result,) = report.results
         assert [v.rule for v in result.decision.violations] == ["vmr-snapshot-exists"]
         assert result.object.uid == "uid-r1"

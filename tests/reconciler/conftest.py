@@ -11,6 +11,8 @@ import kubernetes
 import pytest
 
 from cluster.api import KubeApi
+from policies.config import PolicyConfig
+from policies.engine import Engine
 from reconciler.loop import Key, Reconciler
 from reconciler.queue import ExponentialBackoff
 from tests.kubeapi.conftest import kube_client  # noqa: F401  (a fixture, used by name)
@@ -35,6 +37,9 @@ def fast_backoff() -> ExponentialBackoff[Key]:
 @pytest.fixture
 def make_reconciler(api: KubeApi) -> Callable[..., Reconciler]:
     def make(**options: Any) -> Reconciler:
+        # The flows these tests drive are those of v1.8, the last release with
+        # VirtualMachineRestore; a test that needs another release passes its engine.
+        options.setdefault("engine", Engine(PolicyConfig.model_validate({"platformVersion": "1.8"})))
         options.setdefault("backoff", fast_backoff())
         options.setdefault("poll_interval", 0.5)
         return Reconciler(options.pop("api", api), **options)

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from cluster.api import KubeApi
+from policies.config import PolicyConfig
+from policies.engine import Engine
 from reconciler.loop import Reconciler
 from reconciler.objects import FILESYSTEM_REQUEST_ANNOTATION
 from tests.kubeapi.server import KubeAPIServer, RequestInfo
@@ -27,6 +29,9 @@ from .conftest import fast_backoff
 pytestmark = pytest.mark.kubeapi
 
 WRITE_VERBS = ("create", "update", "patch", "delete")
+
+# The flows driven here are those of v1.8, the last release with VirtualMachineRestore.
+V1_8 = Engine(PolicyConfig.model_validate({"platformVersion": "1.8"}))
 
 
 class Killed(BaseException):
@@ -121,7 +126,7 @@ def expected_end(tmp_path: Path) -> tuple[dict[str, list[Any]], int, int]:
     """The inventory of an undisturbed run, its total writes and the restore's."""
     with fresh_cluster(tmp_path / "reference") as (server, api):
         prepare(server)
-        reconciler = Reconciler(api, backoff=fast_backoff())
+        reconciler = Reconciler(api, engine=V1_8, backoff=fast_backoff())
         run_flow(server, api, reconciler, STAGES[:2])
         snapshot_writes = reconciler.client.writes
         run_flow(server, api, reconciler, STAGES[2:])
@@ -157,7 +162,7 @@ def test_each_write_of_a_restore_failing_in_turn(
     for k in range(1, restore_writes + 1):
         with fresh_cluster(tmp_path / f"fail-{k}") as (server, api):
             prepare(server)
-            reconciler = Reconciler(api, backoff=fast_backoff())
+            reconciler = Reconciler(api, engine=V1_8, backoff=fast_backoff())
             run_flow(server, api, reconciler, STAGES[:2])
             kth_write = KthReconcilerWrite(k)
             server.fail_next(kth_write, code=500)
@@ -182,7 +187,7 @@ def test_every_write_of_the_whole_flow_failing_once(
     for k in range(first, total + 1, step):
         with fresh_cluster(tmp_path / f"flow-{code}-{k}") as (server, api):
             prepare(server)
-            reconciler = Reconciler(api, backoff=fast_backoff())
+            reconciler = Reconciler(api, engine=V1_8, backoff=fast_backoff())
             kth_write = KthReconcilerWrite(k)
             server.fail_next(kth_write, code=code)
             run_flow(server, api, reconciler)
@@ -208,8 +213,8 @@ def test_killed_after_each_write_then_restarted(
                     seen.append((index, verb, kind, namespace, name))  # noqa: B023
                     raise Killed
 
-            first = Reconciler(api, backoff=fast_backoff(), write_hook=kill_after)
-            kills = run_flow(server, api, first, restart=lambda: Reconciler(api, backoff=fast_backoff()))
+            first = Reconciler(api, engine=V1_8, backoff=fast_backoff(), write_hook=kill_after)
+            kills = run_flow(server, api, first, restart=lambda: Reconciler(api, engine=V1_8, backoff=fast_backoff()))
             assert kills == 1, f"write {k} was not reached"
             assert inventory(server) == end, f"killed after write {seen[0]}"
 
@@ -220,7 +225,7 @@ def test_killed_twice_in_the_restore(tmp_path: Path, reference: tuple[dict[str, 
     end, _, _ = reference
     with fresh_cluster(tmp_path / "twice") as (server, api):
         prepare(server)
-        reconciler = Reconciler(api, backoff=fast_backoff())
+        reconciler = Reconciler(api, engine=V1_8, backoff=fast_backoff())
         run_flow(server, api, reconciler, STAGES[:2])
         base = reconciler.client.writes
 
@@ -230,9 +235,9 @@ def test_killed_twice_in_the_restore(tmp_path: Path, reference: tuple[dict[str, 
                     raise Killed
             return hook
 
-        first = Reconciler(api, backoff=fast_backoff(), write_hook=killer(3))
-        restarts = iter([Reconciler(api, backoff=fast_backoff(), write_hook=killer(2)),
-                         Reconciler(api, backoff=fast_backoff())])
+        first = Reconciler(api, engine=V1_8, backoff=fast_backoff(), write_hook=killer(3))
+        restarts = iter([Reconciler(api, engine=V1_8, backoff=fast_backoff(), write_hook=killer(2)),
+                         Reconciler(api, engine=V1_8, backoff=fast_backoff())])
         kills = run_flow(server, api, first, STAGES[2:], restart=lambda: next(restarts))
         assert kills == 2
         assert base > 0
@@ -258,7 +263,7 @@ def test_standalone_disk_snapshot_of_a_running_vm_killed_after_each_write(tmp_pa
 
     with fresh_cluster(tmp_path / "reference") as (server, api):
         setup(server)
-        reconciler = Reconciler(api, backoff=fast_backoff())
+        reconciler = Reconciler(api, engine=V1_8, backoff=fast_backoff())
         run_flow(server, api, reconciler, (stage_create, stage_ready))
         end, total = inventory(server), reconciler.client.writes
     [vds] = end["virtualdisksnapshots"]
@@ -274,8 +279,8 @@ def test_standalone_disk_snapshot_of_a_running_vm_killed_after_each_write(tmp_pa
                 if index == k:
                     raise Killed
 
-            first = Reconciler(api, backoff=fast_backoff(), write_hook=kill_after)
+            first = Reconciler(api, engine=V1_8, backoff=fast_backoff(), write_hook=kill_after)
             kills = run_flow(server, api, first, (stage_create, stage_ready),
-                             restart=lambda: Reconciler(api, backoff=fast_backoff()))
+                             restart=lambda: Reconciler(api, engine=V1_8, backoff=fast_backoff()))
             assert kills == 1
             assert inventory(server) == end, f"killed after write {k}"

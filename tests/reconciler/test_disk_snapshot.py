@@ -277,7 +277,7 @@ def test_snapshot_class_and_long_names(
     snapshot = o.disk_snapshot(long_name, "d1")
     snapshot["spec"]["volumeSnapshotClassName"] = "fast-snap"
     uid = api.create(snapshot)["metadata"]["uid"]
-    make_reconciler().run_until_idle()
+    make_reconciler(engine=Engine(PolicyConfig.model_validate({"platformVersion": "0.23"}))).run_until_idle()
     [vs] = kubeapi.objects("volumesnapshots", o.NS)
     assert len(vs["metadata"]["name"]) == 253
     assert vs["metadata"]["name"].startswith(VS_PREFIX + "sss") and vs["metadata"]["name"].endswith("-" + uid)

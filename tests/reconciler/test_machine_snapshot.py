@@ -10,7 +10,6 @@ from collections.abc import Callable
 import pytest
 
 from cluster.api import KubeApi
-from policies.catalogue import Action
 from policies.config import PolicyConfig
 from policies.engine import Engine
 from policies.restore import SnapshotContent, decode_snapshot_secret
@@ -244,22 +243,23 @@ def test_snapshot_secret_content_is_json(kubeapi: KubeAPIServer, api: KubeApi,
         json.loads(base64.b64decode(value))
 
 
-def test_pending_changes_wait_unless_the_policy_turns_the_rule_off(
+def test_pending_changes_wait_on_v1_0_but_not_on_v1_1(
     kubeapi: KubeAPIServer, api: KubeApi, make_reconciler: Callable[..., Reconciler]
 ) -> None:
-    """vms-pending-changes denies by default: the snapshot waits in Pending with the
-    v0.14 - v1.0 reason; with the rule off in the policy, it goes on (v1.1+)."""
+    """On v1.0 vms-pending-changes denies: the snapshot waits in Pending with the
+    v0.14 - v1.0 reason; on v1.1+ the rule does not apply and it goes on."""
     o.stopped_vm_with_disks(kubeapi, "d1")
     vm = kubeapi.get_object("virtualmachines", "vm1", o.NS)
     vm["status"]["restartAwaitingChanges"] = [{"operation": "replace", "path": "cpu.cores"}]
     o.seed(kubeapi, vm)
     api.create(o.machine_snapshot("vms1"))
-    make_reconciler().run_until_idle()
+    v1_0 = Engine(PolicyConfig.model_validate({"platformVersion": "1.0"}))
+    make_reconciler(engine=v1_0).run_until_idle()
     ready = o.condition_of(kubeapi, VMS, "vms1", "VirtualMachineSnapshotReady")
     assert (o.phase(kubeapi, VMS, "vms1"), ready["reason"], ready["message"]) == (
         "Pending", "RestartAwaitingChanges",
         'Waiting for the restart and approval of changes to virtual machine "vm1" before taking the snapshot.')
 
-    relaxed = Engine(PolicyConfig(rules={"vms-pending-changes": Action.OFF}))
-    make_reconciler(engine=relaxed).run_until_idle()
+    v1_1 = Engine(PolicyConfig.model_validate({"platformVersion": "1.1"}))
+    make_reconciler(engine=v1_1).run_until_idle()
     assert o.phase(kubeapi, VMS, "vms1") == "InProgress"

@@ -200,12 +200,20 @@ class TestDecisions:
         body = result.get_json()
         assert (body["apiVersion"], body["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
 
-    def test_warn_rule_adds_a_warning(self, webhook: WebhookUnderTest) -> None:
-        """A disk whose storage class has no default VolumeSnapshotClass: allowed, warned."""
+    def test_warn_rule_adds_a_warning(self, make_webhook: Callable[..., WebhookUnderTest]) -> None:
+        """A disk whose storage class has no default VolumeSnapshotClass, on v0.23 (where the
+        spec could still name a class): allowed, warned."""
+        webhook = make_webhook({"platformVersion": "0.23"})
         answer = response_of(webhook.post("/validate", review(spec={"virtualDiskName": "d3"})))
         assert answer["allowed"] is True
         assert [w.split(":")[0] for w in answer["warnings"]] == ["snapshot-class-default"]
         assert "auditAnnotations" not in answer
+
+    def test_the_same_disk_is_denied_on_current_platforms(self, webhook: WebhookUnderTest) -> None:
+        """From v0.24 a snapshot can only get a default class: the same request is denied."""
+        answer = response_of(webhook.post("/validate", review(spec={"virtualDiskName": "d3"})))
+        assert answer["allowed"] is False
+        assert answer["status"]["details"]["causes"][0]["reason"] == "snapshot-class-default"
 
     def test_audit_rule_goes_to_audit_annotations(self, make_webhook: Callable[..., WebhookUnderTest]) -> None:
         """With the rule set to audit, the finding is an audit annotation, not a warning."""
