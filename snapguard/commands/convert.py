@@ -47,7 +47,12 @@ from policies.models import (
     VirtualMachineRestore,
     VirtualMachineSnapshot,
 )
-from policies.restore import SnapshotContent, apply_name_replacements, decode_snapshot_secret, metadata_name
+from policies.restore import (
+    SnapshotContent,
+    apply_name_replacements,
+    decode_snapshot_secret,
+    metadata_name,
+)
 from policies.view import InMemoryView
 
 EXIT_OK, EXIT_INPUT = 0, 2
