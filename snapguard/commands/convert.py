@@ -68,7 +68,16 @@ CLONED_KINDS = (
     kinds.SECRET,
 )
 RESTORE_MODES = ("Safe", "Forced")
-MODE = "Strict"
+# The operation's mode (no VirtualMachineRestore field has one): Strict, as SPEC says,
+# unless --mode asks for another.
+DEFAULT_MODE = "Strict"
+MODE_NOTES = {
+    "Strict": "mode Strict: the snapshot is restored exactly (a device whose image is gone leaves the VM "
+    "Pending; --mode BestEffort would drop it)",
+    "BestEffort": "mode BestEffort: devices whose image is gone are dropped, and a provisioning Secret "
+    "with other data is kept as it is",
+    "DryRun": "mode DryRun: changes nothing; the operation's status.resources says what would conflict",
+}
 # Metadata of the restore that its replacement keeps; uid, resourceVersion, status and
 # the like belong to the old object. kubectl's last-applied copy is the restore's own.
 KEPT_METADATA = ("name", "generateName", "namespace", "labels", "annotations")
@@ -96,6 +105,12 @@ def add_parser(subparsers: Any) -> None:
         help="cluster state with the VirtualMachineSnapshots and VirtualMachines (repeatable)",
     )
     parser.add_argument("--output", "-o", choices=("yaml", "json"), default="yaml")
+    parser.add_argument(
+        "--mode",
+        choices=tuple(MODE_NOTES),
+        default=DEFAULT_MODE,
+        help="mode of the operations written (default: %(default)s; DryRun to try them first)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -143,13 +158,14 @@ def _show(replacement: NameReplacement) -> str:
     return f'{kind}"{source.name or ""}" -> "{replacement.to or ""}"'
 
 
-class _Context:
-    """What convert knows about the cluster: the state, then the input's objects as they
-    go by. A VM's existence is known only when the view holds VirtualMachines at all (an
-    empty VirtualMachineList says there are none)."""
+class _Conversion:
+    """What convert knows: the mode to write, and the cluster (the state, then the
+    input's objects as they go by). A VM's existence is known only when the view holds
+    VirtualMachines at all (an empty VirtualMachineList says there are none)."""
 
-    def __init__(self, view: InMemoryView) -> None:
+    def __init__(self, view: InMemoryView, mode: str = DEFAULT_MODE) -> None:
         self.view = view
+        self.mode = mode
 
     def snapshot(self, namespace: str, name: str) -> VirtualMachineSnapshot | None:
         return self.view.get(VirtualMachineSnapshot, namespace, name)
@@ -172,68 +188,88 @@ class _Context:
             return None
         return self.view.get(VirtualMachine, namespace, name) is not None
 
+    def learn(self, document: Document) -> None:
+        """A document of the input, applied before the ones after it."""
+        given = list_kind(document)
+        if given is not None:
+            self.view.mark_given(given)
+        elif document.kind in MODELS:
+            model = parse_document(document)
+            if model is not None:
+                self.view.put(model)
+
+
+def _where(document: Document) -> str:
+    return f'{document.source}: VirtualMachineRestore "{document.name}"'
+
 
 def _restore_of(document: Document) -> VirtualMachineRestore:
     model = parse_document(document)
     assert isinstance(model, VirtualMachineRestore)
-    where = f'{document.source}: VirtualMachineRestore "{document.name}"'
     if not model.spec.virtual_machine_snapshot_name:
-        raise InputError(f"{where}: spec.virtualMachineSnapshotName is empty")
+        raise InputError(f"{_where(document)}: spec.virtualMachineSnapshotName is empty")
     mode = model.spec.restore_mode or "Safe"
     if mode not in RESTORE_MODES:
-        raise InputError(f'{where}: spec.restoreMode "{mode}" is neither Safe nor Forced')
+        raise InputError(f'{_where(document)}: spec.restoreMode "{mode}" is neither Safe nor Forced')
     return model
 
 
-def _needs_vm(document: Document, snapshot_name: str, context: _Context, why: str) -> str:
+def _needs_vm(document: Document, snapshot_name: str, conversion: _Conversion) -> str:
     """The snapshot's VM, or an input error saying how to tell it."""
     namespace = document.namespace
-    snapshot = context.snapshot(namespace, snapshot_name)
-    vm = context.vm_of(snapshot)
+    snapshot = conversion.snapshot(namespace, snapshot_name)
+    vm = conversion.vm_of(snapshot)
     if vm:
         return vm
-    where = f'{document.source}: VirtualMachineRestore "{document.name}"'
+    qualified = f'VirtualMachineSnapshot "{namespace}/{snapshot_name}"'
     if snapshot is not None:
-        missing = (
-            f'VirtualMachineSnapshot "{namespace}/{snapshot_name}" has no spec.virtualMachineName '
-            "and its Secret is not in the state: add the Secret to --state"
-        )
-    elif context.view.has_kind(kinds.VIRTUAL_MACHINE_SNAPSHOT):
-        missing = f'the state has no VirtualMachineSnapshot "{namespace}/{snapshot_name}": add it to --state'
+        missing = f"{qualified} has no spec.virtualMachineName and its Secret is not in the state: add the Secret to --state"
+    elif conversion.view.has_kind(kinds.VIRTUAL_MACHINE_SNAPSHOT):
+        missing = f"the state has no {qualified}: add it to --state"
     else:
-        missing = f'pass --state with the VirtualMachineSnapshot "{namespace}/{snapshot_name}"'
-    raise InputError(f"{where}: {why}, which a VirtualMachineRestore does not name: {missing}")
+        missing = f"pass --state with the {qualified}"
+    raise InputError(
+        f"{_where(document)}: cannot tell which VM the snapshot is of (a VirtualMachineRestore does not "
+        f"name it, its replacement must): {missing}"
+    )
 
 
-def _operation(document: Document, restore: VirtualMachineRestore, vm: str) -> Converted:
-    snapshot_name = restore.spec.virtual_machine_snapshot_name or ""
-    obj = {
-        "apiVersion": kinds.API_VERSION,
-        "kind": kinds.VIRTUAL_MACHINE_OPERATION,
-        "metadata": _metadata(document.obj),
-        "spec": {
-            "type": "Restore",
-            "virtualMachineName": vm,
-            "restore": {"mode": MODE, "virtualMachineSnapshotName": snapshot_name},
-        },
-    }
-    return Converted(obj)
+def _keep_name(document: Document, vm: str, why: str) -> dict[str, Any]:
+    """The nameReplacement entry that keeps the VM's name: the platform needs at least
+    one of prefix, suffix or nameReplacement (CEL), and this one renames nothing."""
+    if len(vm) > MAX_TO_LENGTH:
+        raise InputError(
+            f'{_where(document)}: {why}, and the nameReplacement that keeps the name of VirtualMachine "{vm}" '
+            f"would be over {MAX_TO_LENGTH} characters: add a nameReplacements entry with a shorter name"
+        )
+    return {"from": {"kind": kinds.VIRTUAL_MACHINE, "name": vm}, "to": vm}
+
+
+KEEP_NAME_NOTE = (
+    'the nameReplacement maps VirtualMachine "{vm}" to its own name because the platform needs at '
+    "least one of namePrefix, nameSuffix or nameReplacement"
+)
+
+
+def _header(document: Document, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": kinds.API_VERSION, "kind": kind, "metadata": _metadata(document.obj), "spec": spec}
+
+
+def _operation(document: Document, restore: VirtualMachineRestore, vm: str, mode: str) -> dict[str, Any]:
+    restore_spec = {"mode": mode, "virtualMachineSnapshotName": restore.spec.virtual_machine_snapshot_name}
+    spec = {"type": "Restore", "virtualMachineName": vm, "restore": restore_spec}
+    return _header(document, kinds.VIRTUAL_MACHINE_OPERATION, spec)
 
 
 def _snapshot_operation(
-    document: Document, restore: VirtualMachineRestore, replacements: Sequence[dict[str, Any]]
-) -> Converted:
-    obj = {
-        "apiVersion": kinds.API_VERSION,
-        "kind": kinds.VIRTUAL_MACHINE_SNAPSHOT_OPERATION,
-        "metadata": _metadata(document.obj),
-        "spec": {
-            "type": "CreateVirtualMachine",
-            "virtualMachineSnapshotName": restore.spec.virtual_machine_snapshot_name or "",
-            "createVirtualMachine": {"mode": MODE, "nameReplacement": list(replacements)},
-        },
+    document: Document, restore: VirtualMachineRestore, replacements: Sequence[dict[str, Any]], mode: str
+) -> dict[str, Any]:
+    spec = {
+        "type": "CreateVirtualMachine",
+        "virtualMachineSnapshotName": restore.spec.virtual_machine_snapshot_name,
+        "createVirtualMachine": {"mode": mode, "nameReplacement": list(replacements)},
     }
-    return Converted(obj)
+    return _header(document, kinds.VIRTUAL_MACHINE_SNAPSHOT_OPERATION, spec)
 
 
 def _kept_replacements(
@@ -276,79 +312,67 @@ def _kept_replacements(
     return kept
 
 
-def convert_restore(document: Document, context: _Context) -> Converted:
+def convert_restore(document: Document, conversion: _Conversion) -> Converted:
     """The replacement of one VirtualMachineRestore, with its comments."""
     restore = _restore_of(document)
     namespace = document.namespace
     snapshot_name = restore.spec.virtual_machine_snapshot_name or ""
-    mode = restore.spec.restore_mode or "Safe"
+    restore_mode = restore.spec.restore_mode or "Safe"
     replacements = restore.spec.name_replacements
+    mode = conversion.mode
     origin = f"VirtualMachineRestore {namespace}/{document.name} ({document.source})"
 
-    if mode == "Forced" or not replacements:
-        vm = _needs_vm(document, snapshot_name, context, "a VirtualMachineOperation needs the VM's name")
-        exists = context.vm_exists(namespace, vm)
-        if mode == "Forced" or exists is not False:
-            converted = _operation(document, restore, vm)
-            converted.origin = origin
-            _explain_operation(converted, mode, vm, exists, replacements)
-            return converted
-        # Safe, no replacements, and the state says the VM is gone: create it anew. The
-        # platform needs a non-empty prefix, suffix or nameReplacement (CEL), so the VM
-        # is mapped to its own name, which renames nothing.
-        if len(vm) > MAX_TO_LENGTH:
-            raise InputError(
-                f'{document.source}: VirtualMachineRestore "{document.name}": VirtualMachine "{vm}" '
-                f"does not exist and a VirtualMachineSnapshotOperation that keeps its name needs a "
-                f"nameReplacement to \"{vm}\", which is over {MAX_TO_LENGTH} characters: add a "
-                "nameReplacements entry with a shorter name"
+    if restore_mode == "Forced" or not replacements:
+        vm = _needs_vm(document, snapshot_name, conversion)
+        exists = conversion.vm_exists(namespace, vm)
+        if restore_mode == "Forced" or exists is not False:
+            converted = Converted(_operation(document, restore, vm, mode), origin)
+            _explain_operation(converted, restore_mode, vm, exists, replacements)
+        else:
+            # Safe, no replacements, and the VM is gone: create it anew, under its name.
+            entry = _keep_name(document, vm, f'VirtualMachine "{vm}" does not exist')
+            converted = Converted(_snapshot_operation(document, restore, [entry], mode), origin)
+            converted.note(
+                f'restoreMode Safe and VirtualMachine "{vm}" does not exist: a VirtualMachineSnapshotOperation '
+                "creates it from the snapshot; " + KEEP_NAME_NOTE.format(vm=vm)
             )
-        identity = {"from": {"kind": kinds.VIRTUAL_MACHINE, "name": vm}, "to": vm}
-        converted = _snapshot_operation(document, restore, [identity])
-        converted.origin = origin
-        converted.note(
-            f'restoreMode Safe and VirtualMachine "{vm}" does not exist: a VirtualMachineSnapshotOperation '
-            "creates it from the snapshot; the nameReplacement maps it to its own name because the "
-            "platform needs at least one of namePrefix, nameSuffix or nameReplacement"
-        )
+            _explain_snapshot_operation(converted)
+    else:
+        dropped: list[tuple[bool, str]] = []
+        kept = _kept_replacements(restore, dropped)
+        entries = [_entry(r) for r in kept]
+        vm = conversion.vm_of(conversion.snapshot(namespace, snapshot_name))
+        if not entries:
+            why = "no nameReplacements entry has an equivalent (" + "; ".join(t for _, t in dropped) + ")"
+            if not vm:
+                raise InputError(
+                    f"{_where(document)}: {why} and the platform needs at least one: fix the entries, or "
+                    "pass --state with the VirtualMachineSnapshot to keep the VM's name"
+                )
+            entries = [_keep_name(document, vm, why)]
+        converted = Converted(_snapshot_operation(document, restore, entries, mode), origin)
+        for changes, text in dropped:
+            (converted.warn if changes else converted.note)(text)
+        if not kept:
+            converted.note("no entry was left: " + KEEP_NAME_NOTE.format(vm=vm))
+        renamed = apply_name_replacements(kept, kinds.VIRTUAL_MACHINE, vm) != vm
+        if vm and not renamed and conversion.vm_exists(namespace, vm):
+            converted.warn(
+                f'VirtualMachine "{vm}" exists and no entry renames it: the platform will refuse this '
+                "operation (the VM already exists), as it refused the restore"
+            )
         _explain_snapshot_operation(converted)
-        return converted
-
-    dropped: list[tuple[bool, str]] = []
-    kept = _kept_replacements(restore, dropped)
-    entries = [_entry(r) for r in kept]
-    vm = context.vm_of(context.snapshot(namespace, snapshot_name))
-    if not entries:
-        if not vm or len(vm) > MAX_TO_LENGTH:
-            lines = "; ".join(text for _, text in dropped)
-            raise InputError(
-                f'{document.source}: VirtualMachineRestore "{document.name}": no nameReplacements entry '
-                f"has an equivalent ({lines}) and the platform needs at least one: fix the entries"
-                + ("" if vm else " or pass --state with the VirtualMachineSnapshot")
-            )
-        entries = [{"from": {"kind": kinds.VIRTUAL_MACHINE, "name": vm}, "to": vm}]
-    converted = _snapshot_operation(document, restore, entries)
-    converted.origin = origin
-    for changes, text in dropped:
-        (converted.warn if changes else converted.note)(text)
-    if not kept:
-        converted.note(
-            f'no entry was left: the nameReplacement maps VirtualMachine "{vm}" to its own name because '
-            "the platform needs at least one of namePrefix, nameSuffix or nameReplacement"
-        )
-    if vm and apply_name_replacements(kept, kinds.VIRTUAL_MACHINE, vm) == vm and context.vm_exists(namespace, vm):
-        converted.warn(
-            f'VirtualMachine "{vm}" exists and no entry renames it: the platform will refuse this '
-            "operation (the VM already exists), as it refused the restore"
-        )
-    _explain_snapshot_operation(converted)
+    converted.note(MODE_NOTES[mode])
+    phase = restore.status.phase
+    if phase in ("Ready", "Failed"):
+        converted.warn(f"the restore has already run (phase {phase}): applying this runs it again")
     return converted
 
 
 def _explain_operation(
-    converted: Converted, mode: str, vm: str, exists: bool | None, replacements: Sequence[NameReplacement]
+    converted: Converted, restore_mode: str, vm: str, exists: bool | None, replacements: Sequence[NameReplacement]
 ) -> None:
-    if mode == "Forced":
+    if restore_mode == "Forced":
         converted.note(
             f'restoreMode Forced: the VirtualMachineOperation restores VirtualMachine "{vm}" in place; it '
             "stops a running VM for the restore and starts it again after"
@@ -376,10 +400,6 @@ def _explain_operation(
             f"nameReplacements dropped ({shown}): a VirtualMachineOperation Restore renames nothing, the objects "
             "are restored under their stored names; a VirtualMachineSnapshotOperation creates renamed copies instead"
         )
-    converted.note(
-        f"mode {MODE}: restores exactly what the snapshot holds (a device whose image is gone leaves the VM "
-        "Pending; BestEffort would drop it)"
-    )
 
 
 def _explain_snapshot_operation(converted: Converted) -> None:
@@ -389,23 +409,19 @@ def _explain_snapshot_operation(converted: Converted) -> None:
     )
 
 
-def convert_documents(state: list[Document], inputs: list[Document]) -> list[Converted]:
+def convert_documents(
+    state: list[Document], inputs: list[Document], mode: str = DEFAULT_MODE
+) -> list[Converted]:
     """The output documents, in input order: each VirtualMachineRestore converted, every
     other document unchanged (and known, like the state, to the restores after it)."""
-    context = _Context(build_view(state))
+    conversion = _Conversion(build_view(state), mode)
     output: list[Converted] = []
     for document in inputs:
         if document.kind == kinds.VIRTUAL_MACHINE_RESTORE:
-            output.append(convert_restore(document, context))
-            continue
-        output.append(Converted(document.obj))
-        given = list_kind(document)
-        if given is not None:
-            context.view.mark_given(given)
-        elif document.kind in MODELS:
-            model = parse_document(document)
-            if model is not None:
-                context.view.put(model)
+            output.append(convert_restore(document, conversion))
+        else:
+            output.append(Converted(document.obj))
+            conversion.learn(document)
     return output
 
 
@@ -439,7 +455,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         state = read_documents(args.state)
         inputs = read_documents(args.paths)
-        documents = convert_documents(state, inputs)
+        documents = convert_documents(state, inputs, args.mode)
     except InputError as error:
         print(f"snapguard: error: {error}", file=sys.stderr)
         return EXIT_INPUT

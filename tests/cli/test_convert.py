@@ -136,14 +136,14 @@ SCHEMAS = {
 }
 
 
-def assert_valid(obj: dict[str, Any]) -> None:
+def assert_valid(obj: dict[str, Any], mode: str = "Strict") -> None:
     """A converted object is what the v1.10 API server accepts, and the engine reads it."""
     assert obj["apiVersion"] == "virtualization.deckhouse.io/v1alpha2"
     assert obj["metadata"]["name"]
     assert schema_errors(SCHEMAS[obj["kind"]], obj) == []
     model = parse_object(obj)
     assert isinstance(model, VirtualMachineOperation | VirtualMachineSnapshotOperation)
-    assert model.mode == "Strict"
+    assert model.mode == mode
     if isinstance(model, VirtualMachineSnapshotOperation):
         assert model.spec.type == "CreateVirtualMachine"
         assert model.spec.create_virtual_machine is not None
@@ -344,9 +344,9 @@ def test_a_state_without_the_snapshot_says_so(capsys: pytest.CaptureFixture[str]
     code, _, err = run(capsys, "--state", str(STATE), str(path))
     assert code == 2
     assert err == (
-        f'snapguard: error: {path}#0: VirtualMachineRestore "r1": a VirtualMachineOperation needs the VM\'s name, '
-        'which a VirtualMachineRestore does not name: the state has no VirtualMachineSnapshot "ns1/snap-other": '
-        "add it to --state\n"
+        f'snapguard: error: {path}#0: VirtualMachineRestore "r1": cannot tell which VM the snapshot is of '
+        "(a VirtualMachineRestore does not name it, its replacement must): the state has no "
+        'VirtualMachineSnapshot "ns1/snap-other": add it to --state\n'
     )
 
 
@@ -429,6 +429,25 @@ def test_duplicate_and_empty_kind_entries(capsys: pytest.CaptureFixture[str], tm
     assert obj["spec"]["createVirtualMachine"]["nameReplacement"] == [{"from": {"name": "vm1"}, "to": "a"}]
     assert "an earlier entry has the same from" in comment_blocks(out)[0]
     assert "warning" not in err  # dropping a dead entry changes nothing
+
+
+@pytest.mark.parametrize("mode", ["DryRun", "BestEffort"])
+def test_mode(capsys: pytest.CaptureFixture[str], mode: str) -> None:
+    code, out, _ = run(capsys, "--state", str(STATE), "--mode", mode, str(MANIFESTS))
+    assert code == 0
+    objects = documents(out)
+    assert_valid(objects[0], mode)
+    assert_valid(objects[1], mode)
+    assert objects[0]["spec"]["restore"]["mode"] == mode
+    assert objects[1]["spec"]["createVirtualMachine"]["mode"] == mode
+    assert f"mode {mode}: " in comment_blocks(out)[0]
+
+
+def test_a_restore_that_already_ran_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    """01-forced.yaml is a `kubectl get -o yaml` of a finished restore (status Ready)."""
+    code, _, err = run(capsys, "--state", str(STATE), str(MANIFESTS / "01-forced.yaml"))
+    assert code == 0
+    assert "the restore has already run (phase Ready): applying this runs it again" in err
 
 
 # --- inputs ------------------------------------------------------------------------------
