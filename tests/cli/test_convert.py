@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 from policies.models import VirtualMachineOperation, VirtualMachineSnapshotOperation, parse_object
 from snapguard.cli import main
 
+ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent / "convert"
 STATE = HERE / "state.yaml"
 MANIFESTS = HERE / "manifests"
@@ -287,6 +289,20 @@ def test_json_output_is_a_list_of_the_same_objects(
     assert listing["kind"] == "List" and listing["items"] == objects
     # no comments in JSON: every note goes to stderr
     assert "snapguard: note: VirtualMachineRestore ns1/restore-forced" in err
+
+
+def test_the_worked_example_in_the_docs_is_the_output(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/convert.md shows the command's stdout and stderr on the fixture; regenerate
+    them from `snapguard convert --state tests/cli/convert/state.yaml tests/cli/convert/manifests/`."""
+    text = (ROOT / "docs" / "convert.md").read_text()
+    shown = {name: re.search(rf"<!-- {name} -->\n```\w+\n(.*?)```", text, re.S) for name in ("stdout", "stderr")}
+    monkeypatch.chdir(ROOT)
+    code, out, err = run(capsys, "--state", "tests/cli/convert/state.yaml", "tests/cli/convert/manifests/")
+    assert code == 0
+    assert shown["stdout"] is not None and shown["stdout"].group(1) == out
+    assert shown["stderr"] is not None and shown["stderr"].group(1) == err
 
 
 # --- deciding without a state ----------------------------------------------------------
