@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from . import __version__
 
-COMMANDS = ("check", "review", "rules", "audit", "serve", "webhook_config", "certs", "reconcile")
+COMMANDS = ("check", "review", "rules", "audit", "serve", "webhook_config", "certs", "reconcile", "convert")
 
 
 class _Parser(argparse.ArgumentParser):
