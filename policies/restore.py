@@ -43,6 +43,17 @@ RESTORED_KINDS: tuple[str, ...] = (
     kinds.SECRET,
 )
 
+# What a clone (vmop Clone, vmsop) creates, the only kinds its `from.kind` may name: no
+# VirtualMachineIPAddress or VirtualMachineMACAddress, the copy gets new addresses.
+CLONED_KINDS: tuple[str, ...] = (
+    kinds.VIRTUAL_MACHINE,
+    kinds.VIRTUAL_DISK,
+    kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT,
+    kinds.SECRET,
+)
+# CEL limits of the v1.10 CRDs on a clone's nameReplacement `to`, namePrefix, nameSuffix.
+MAX_CUSTOMIZATION_LENGTH = 59
+
 # VolumeSnapshot annotations holding the original disk's metadata (platform v1.0.0+).
 VD_ORIGINAL_LABELS_ANNOTATION = "virtualization.deckhouse.io/vd-original-labels"
 VD_ORIGINAL_ANNOTATIONS_ANNOTATION = "virtualization.deckhouse.io/vd-original-annotations"

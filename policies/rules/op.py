@@ -42,7 +42,15 @@ from ..models import (
     VirtualMachineSnapshotOperation,
 )
 from ..platform import V1_1_OPERATIONS, V1_2_SNAPSHOT_OPERATIONS, PlatformVersion, VersionRange
-from ..restore import Naming, RestoredObject, RestorePlan, plan_clone_of_vm, secret_data_bytes
+from ..restore import (
+    CLONED_KINDS,
+    MAX_CUSTOMIZATION_LENGTH,
+    Naming,
+    RestoredObject,
+    RestorePlan,
+    plan_clone_of_vm,
+    secret_data_bytes,
+)
 from .source import (
     CONFLICT_MODELS,
     KIND_WORDS,
@@ -59,15 +67,6 @@ VMOP = kinds.VIRTUAL_MACHINE_OPERATION
 VMSOP = kinds.VIRTUAL_MACHINE_SNAPSHOT_OPERATION
 Operation = VirtualMachineOperation | VirtualMachineSnapshotOperation
 MODES = ("DryRun", "Strict", "BestEffort")
-# CEL limits of the v1.10 CRDs on nameReplacement `to`, namePrefix and nameSuffix.
-MAX_CUSTOMIZATION_LENGTH = 59
-# The kinds a clone creates (no VMIP, no VMMAC: the copy gets new addresses).
-CLONED_KINDS = (
-    kinds.VIRTUAL_MACHINE,
-    kinds.VIRTUAL_DISK,
-    kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT,
-    kinds.SECRET,
-)
 # The VirtualMachineSnapshot rules that decide a vmop Clone's own snapshot (SPEC).
 CLONE_SNAPSHOT_RULES = frozenset(
     {

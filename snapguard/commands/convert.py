@@ -48,6 +48,8 @@ from policies.models import (
     VirtualMachineSnapshot,
 )
 from policies.restore import (
+    CLONED_KINDS,
+    MAX_CUSTOMIZATION_LENGTH,
     SnapshotContent,
     apply_name_replacements,
     decode_snapshot_secret,
@@ -58,15 +60,7 @@ from policies.view import InMemoryView
 EXIT_OK, EXIT_INPUT = 0, 2
 
 # The CEL rules of `spec.createVirtualMachine` (crds/v1.10): each `to` 1..59 characters.
-MAX_TO_LENGTH = 59
-# What a clone (and so a vmsop) creates, the only kinds its `from.kind` may name: it
-# makes no VirtualMachineIPAddress or VirtualMachineMACAddress, the copy gets new ones.
-CLONED_KINDS = (
-    kinds.VIRTUAL_MACHINE,
-    kinds.VIRTUAL_DISK,
-    kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT,
-    kinds.SECRET,
-)
+MAX_TO_LENGTH = MAX_CUSTOMIZATION_LENGTH
 RESTORE_MODES = ("Safe", "Forced")
 # The operation's mode (no VirtualMachineRestore field has one): Strict, as SPEC says,
 # unless --mode asks for another.
