@@ -84,7 +84,7 @@ def test_denied_before_is_denied_after(tmp_path: Path, capsys: pytest.CaptureFix
     """A restore whose snapshot is gone stays refused once converted."""
     state = tmp_path / "state.yaml"
     cluster = [o for o in opcases.base_state() if o.get("kind") != "VirtualMachineSnapshot"]
-    state.write_text(yaml.safe_dump_all(vm_deleted(cluster) + [opcases.empty("VirtualMachineSnapshot")]))
+    state.write_text(yaml.safe_dump_all(vm_deleted(cluster)))
     original = tmp_path / "restore.yaml"
     original.write_text(yaml.safe_dump(legacy(nameReplacements=[{"from": {"name": "vm1"}, "to": "vm2"}])))
     assert not decide(capsys, state, original, "1.8")["allowed"]
