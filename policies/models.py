@@ -460,14 +460,19 @@ class OperationStatus(Status):
 FINISHED_OPERATION_PHASES = frozenset({"Completed", "Failed", "Superseded"})
 
 
-class VirtualMachineOperation(KubeObject):
-    KIND: ClassVar[str] = kinds.VIRTUAL_MACHINE_OPERATION
-    spec: VirtualMachineOperationSpec = Field(default_factory=VirtualMachineOperationSpec)
+class OperationObject(KubeObject):
+    """What VirtualMachineOperation and VirtualMachineSnapshotOperation share."""
+
     status: OperationStatus = Field(default_factory=OperationStatus)
 
     @property
     def finished(self) -> bool:
         return self.phase in FINISHED_OPERATION_PHASES
+
+
+class VirtualMachineOperation(OperationObject):
+    KIND: ClassVar[str] = kinds.VIRTUAL_MACHINE_OPERATION
+    spec: VirtualMachineOperationSpec = Field(default_factory=VirtualMachineOperationSpec)
 
     @property
     def mode(self) -> str:
@@ -486,14 +491,9 @@ class VirtualMachineSnapshotOperationSpec(Model):
     create_virtual_machine: CloneSpec | None = None
 
 
-class VirtualMachineSnapshotOperation(KubeObject):
+class VirtualMachineSnapshotOperation(OperationObject):
     KIND: ClassVar[str] = kinds.VIRTUAL_MACHINE_SNAPSHOT_OPERATION
     spec: VirtualMachineSnapshotOperationSpec = Field(default_factory=VirtualMachineSnapshotOperationSpec)
-    status: OperationStatus = Field(default_factory=OperationStatus)
-
-    @property
-    def finished(self) -> bool:
-        return self.phase in FINISHED_OPERATION_PHASES
 
     @property
     def mode(self) -> str:
