@@ -17,25 +17,31 @@ A control plane that cannot be built or started is an error of every test, never
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import signal
+import ssl
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import kubernetes
 import pytest
 import yaml
 
 from cluster.api import KubeApi
-
+from policies import kinds
+from tests.chart.test_chart import CHART, render
 from tests.e2e.test_kubectl import SERVICE, Webhook, _environment, snapguard
 from tests.realcluster.controlplane import ControlPlane, binaries_dir, free_port, wait_until
 
 NAMESPACE = "snapguard-system"  # the release's namespace, exempted by the configurations
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 Obj = dict[str, Any]
 
 
@@ -60,6 +66,16 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> st
     return control_plane.namespace(request.node.name.removeprefix("test_"))
 
 
+@pytest.fixture(scope="session")
+def chart_rbac(control_plane: ControlPlane) -> str:
+    """The chart's ServiceAccounts, roles and bindings (default values, the release's
+    namespace), applied for real; returns the chart's full name (the names' prefix)."""
+    with helm.Chart.load(CHART) as chart:
+        rendered = render(chart, {}, namespace=NAMESPACE)
+    control_plane.apply([obj for obj in rendered.objects if obj["kind"] in RBAC_KINDS])
+    return rendered.fullname
+
+
 @dataclass
 class Serve:
     """A running `snapguard serve` and what it logs (one JSON line per decision)."""
@@ -71,6 +87,24 @@ class Serve:
         lines = [line for line in self.webhook.stderr().splitlines() if line.startswith("{")]
         return [d for d in map(json.loads, lines)
                 if d.get("msg") == "admission decision" and d.get("name") == name]
+
+    def review(self, obj: Obj, operation: str = "CREATE") -> Obj:
+        """POST an AdmissionReview of `obj` to /validate over verified TLS; the response."""
+        group, _, version = obj["apiVersion"].rpartition("/")
+        metadata = obj["metadata"]
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": str(uuid.uuid4()), "kind": {"group": group, "version": version, "kind": obj["kind"]},
+            "resource": {"group": group, "version": version, "resource": kinds.KINDS[obj["kind"]].plural},
+            "name": metadata["name"], "namespace": metadata.get("namespace", ""), "operation": operation,
+            "userInfo": {"username": "e2e"}, "object": obj, "dryRun": False}}
+        context = ssl.create_default_context(cafile=str(self.webhook.cert_dir / "ca.crt"))
+        connection = http.client.HTTPSConnection("127.0.0.1", self.webhook.port, timeout=10, context=context)
+        try:
+            connection.request("POST", "/validate", json.dumps(review), {"Content-Type": "application/json"})
+            response: Obj = json.loads(connection.getresponse().read())["response"]
+            return response
+        finally:
+            connection.close()
 
     def stop(self) -> int:
         process = self.webhook.process

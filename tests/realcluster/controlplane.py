@@ -85,6 +85,17 @@ def binaries_dir() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def without_doc_keys(value: Any) -> Any:
+    """The CRD without its `x-doc-*` keys. DVP's CRDs carry documentation examples
+    (`x-doc-examples`) that are not fields of a JSON schema; Deckhouse strips them when
+    it installs a module, and kube-apiserver refuses them (field not declared in schema)."""
+    if isinstance(value, dict):
+        return {k: without_doc_keys(v) for k, v in value.items() if not str(k).startswith("x-doc-")}
+    if isinstance(value, list):
+        return [without_doc_keys(v) for v in value]
+    return value
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -232,9 +243,18 @@ class APIServer:
             return False
 
     def get(self, path: str, user: User = ADMIN) -> tuple[int, str]:
+        return self.request("GET", path, token=user.token)
+
+    def request(self, method: str, path: str, body: Obj | None = None, *,
+                token: str = ADMIN.token) -> tuple[int, str]:
+        """One HTTPS request with the bearer token, the server verified against our CA."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
-        request = urllib.request.Request(f"{self.url}{path}",
-                                         headers={"Authorization": f"Bearer {user.token}"})
+        headers = {"Authorization": f"Bearer {token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(f"{self.url}{path}", data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=10, context=context) as response:
                 return response.status, response.read().decode()
@@ -304,6 +324,9 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             # Without it the server looks for a default route to advertise, and there may be none.
             "--advertise-address=127.0.0.1",
+            # The endpoint reconciler refuses a loopback address for the kubernetes
+            # Service ("may not be in the loopback range"); nothing here needs it.
+            "--endpoint-reconciler-type=none",
             f"--cert-dir={self.directory / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -399,7 +422,7 @@ class ControlPlane:
         for source in sources:
             location = CRDS / source
             for path in sorted(location.glob("*.yaml")) if location.is_dir() else [location]:
-                documents.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+                documents.extend(without_doc_keys(d) for d in yaml.safe_load_all(path.read_text()) if d)
         self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(documents))
         names = [d["metadata"]["name"] for d in documents]
         self.kubectl("wait", "--for=condition=Established", "--timeout=120s",

@@ -13,6 +13,7 @@ import copy
 from typing import Any
 
 from cluster.api import ApiError, KubeApi
+from policies import kinds
 
 Obj = dict[str, Any]
 # metav1.Condition requires lastTransitionTime, reason and message besides type and status.
@@ -32,6 +33,8 @@ def valid(obj: Obj, namespace: str | None = None) -> Obj:
         spec.setdefault("virtualMachineClassName", "generic")
         spec.setdefault("cpu", {"cores": 1})
         spec.setdefault("memory", {"size": "1Gi"})
+        for ref in (obj.get("status") or {}).get("blockDeviceRefs") or []:
+            ref.setdefault("size", "10Gi")
     if kind == "PersistentVolumeClaim":
         spec.setdefault("accessModes", ["ReadWriteMany"])
     for condition in (obj.get("status") or {}).get("conditions") or []:
@@ -61,3 +64,23 @@ def seed(api: KubeApi, namespace: str | None, *objects: Obj) -> list[Obj]:
                                 subresource="status")
         stored.append(created)
     return stored
+
+
+class ApiStore:
+    """The double's test hooks (`put_object`, `get_object`, `objects`) over the real API
+    server, so the helpers of `tests/reconciler` (objects, scenario) run unchanged.
+    With `namespace`, what they seed goes there instead of their own `ns1`."""
+
+    def __init__(self, api: KubeApi, namespace: str | None = None) -> None:
+        self.api = api
+        self.namespace = namespace
+        self._kinds = {info.plural: kind for kind, info in kinds.KINDS.items()}
+
+    def put_object(self, obj: Obj) -> Obj:
+        return seed(self.api, self.namespace, obj)[0]
+
+    def get_object(self, resource: str, name: str, namespace: str | None = None) -> Obj | None:
+        return self.api.get(self._kinds[resource], namespace, name)
+
+    def objects(self, resource: str, namespace: str | None = None) -> list[Obj]:
+        return self.api.list_all(self._kinds[resource], namespace)[0]

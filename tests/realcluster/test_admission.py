@@ -33,7 +33,7 @@ from tests.realcluster.conftest import (
     webhook_config,
 )
 from tests.realcluster.controlplane import ControlPlane, wait_until
-from tests.realcluster.objects import seed
+from tests.realcluster.objects import ApiStore, seed
 from tests.reconciler import objects as o
 
 pytestmark = pytest.mark.controlplane
@@ -226,7 +226,7 @@ def test_the_webhook_follows_objects_created_with_kubectl(
     manifest = snapshot(namespace, "snap3", "vm3", requiredConsistency=False)
     denied = control_plane.kubectl("apply", "-f", "-", input=manifest, check=False)
     assert denied.returncode != 0 and "vms-vm-exists" in denied.stderr
-    seed(api, namespace, o.vm("vm3", phase="Stopped"))
+    o.stopped_vm_with_disks(ApiStore(api, namespace), "d3", vm_name="vm3")
     wait_until(lambda: control_plane.kubectl("apply", "-f", "-", input=manifest, check=False).returncode == 0,
                "the snapshot of vm3 to be admitted", 20)
 
