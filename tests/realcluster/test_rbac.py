@@ -79,19 +79,34 @@ def writes_of(control_plane: ControlPlane, token: str,
     return writes
 
 
+@pytest.fixture(scope="module")
+def baseline(control_plane: ControlPlane) -> str:
+    """The token of a ServiceAccount bound to nothing: what every account may do
+    (create self-reviews, list ClusterTrustBundles) is nobody's grant to check."""
+    control_plane.apply([{"apiVersion": "v1", "kind": "ServiceAccount",
+                          "metadata": {"name": "bound-to-nothing", "namespace": NAMESPACE}}])
+    token = token_of(control_plane, "bound-to-nothing")
+    writes = writes_of(control_plane, token, [("authorization.k8s.io", "selfsubjectaccessreviews", False)])
+    assert writes == {("authorization.k8s.io", "selfsubjectaccessreviews"): {"create"}}
+    return token
+
+
 def test_the_webhook_reads_exactly_the_kinds_of_its_cache_and_writes_nothing(
-    control_plane: ControlPlane, chart_rbac: str, served: list[tuple[str, str, bool]]
+    control_plane: ControlPlane, chart_rbac: str, served: list[tuple[str, str, bool]], baseline: str
 ) -> None:
-    """get/list/watch in every namespace on each kind the rules read; over every
-    served resource and subresource, no write verb at all."""
+    """get/list/watch in every namespace on each kind the rules read, no other list;
+    over every served resource and subresource, no write verb beyond what every
+    ServiceAccount has."""
     token = token_of(control_plane, f"{chart_rbac}-webhook")
     for group, plural in sorted(model_resources()):
         for verb in READ_VERBS:
             assert allowed(control_plane, token, group, plural, verb), (group, plural, verb)
-    readable = {(g, r) for g, r, _ in served if "/" not in r and allowed(control_plane, token, g, r, "list")}
-    # Besides its kinds, only what every authenticated user may list (none in this cluster).
-    assert readable == model_resources()
-    assert writes_of(control_plane, token, served) == {}
+    def readable(token: str) -> set[tuple[str, str]]:
+        return {(g, r) for g, r, _ in served if "/" not in r and allowed(control_plane, token, g, r, "list")}
+
+    # Besides its kinds, only what every ServiceAccount may list (ClusterTrustBundles).
+    assert readable(token) == model_resources() | readable(baseline)
+    assert writes_of(control_plane, token, served) == writes_of(control_plane, baseline, served)
 
 
 def test_the_webhook_syncs_with_its_own_token_without_a_forbidden_list(
@@ -123,14 +138,17 @@ def test_impersonating_the_webhook_kubectl_may_read_secrets_but_not_write_one(
 
 
 def test_the_reconciler_writes_exactly_what_it_creates(
-    control_plane: ControlPlane, chart_rbac: str, served: list[tuple[str, str, bool]]
+    control_plane: ControlPlane, chart_rbac: str, served: list[tuple[str, str, bool]], baseline: str
 ) -> None:
-    """Over every served resource and subresource, the reconciler's write verbs are
-    exactly the chart's RECONCILER_WRITES (in any namespace); its Lease comes on top,
-    in the release's namespace only and by name."""
+    """Over every served resource and subresource, the reconciler's write verbs beyond
+    what every ServiceAccount has are exactly the chart's RECONCILER_WRITES (in any
+    namespace); its Lease comes on top, in the release's namespace only and by name."""
     name = f"{chart_rbac}-reconciler"
     token = token_of(control_plane, name)
-    assert writes_of(control_plane, token, served) == RECONCILER_WRITES
+    writes = writes_of(control_plane, token, served)
+    everyone = writes_of(control_plane, baseline, served)
+    assert {key: verbs - everyone.get(key, set()) for key, verbs in writes.items()
+            if verbs - everyone.get(key, set())} == RECONCILER_WRITES
     lease = ("coordination.k8s.io", "leases")
     assert allowed(control_plane, token, *lease, "create", namespace=NAMESPACE)
     assert allowed(control_plane, token, *lease, "update", namespace=NAMESPACE, name=name)
