@@ -11,16 +11,19 @@ real authorizer; none ends up twice.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cluster.api import KubeApi
 from tests.e2e.test_kubectl import _environment
+from tests.kubeapi.webhook import FakeWebhook, allow, deny
 from tests.realcluster.conftest import NAMESPACE
 from tests.realcluster.controlplane import ControlPlane, wait_until
 from tests.realcluster.objects import ApiStore
@@ -79,23 +82,51 @@ def reconcilers(control_plane: ControlPlane, chart_rbac: str, tmp_path: Path) ->
     started.stop_all()
 
 
+@contextlib.contextmanager
+def holding_back(control_plane: ControlPlane, resource: str, name: str) -> Iterator[FakeWebhook]:
+    """While open, a validating webhook (the test's own, on 127.0.0.1) refuses the
+    creation of `resource` `name`: the reconciler gets that far and no further."""
+    configuration = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "e2e-hold-back"},
+        "webhooks": [{"name": "hold-back.e2e.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                      "failurePolicy": "Fail", "timeoutSeconds": 5,
+                      "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE"],
+                                 "resources": [resource]}],
+                      "clientConfig": {}}],
+    }
+
+    def decide(request: dict[str, Any]) -> dict[str, Any]:
+        return deny("held back by the test") if request["name"] == name else allow()
+
+    with FakeWebhook(decide) as hook:
+        configuration["webhooks"][0]["clientConfig"] = {"url": f"{hook.url}/", "caBundle": hook.ca_bundle}
+        control_plane.apply([configuration])
+        try:
+            yield hook
+        finally:
+            control_plane.kubectl("delete", "validatingwebhookconfiguration", "e2e-hold-back")
+
+
 def kill_9(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
 
 
 def test_snapshot_and_restore_end_to_end_with_kill_9_in_the_middle(
-    store: ApiStore, api: KubeApi, reconcilers: Reconcilers
+    control_plane: ControlPlane, store: ApiStore, api: KubeApi, reconcilers: Reconcilers
 ) -> None:
     """Snapshot: killed once its VolumeSnapshots exist, before the CSI driver made them
     ready; the next process finishes it (Ready, one VolumeSnapshot per disk). Restore
-    under new names after the VM was deleted: killed once the first restored object
-    exists; the next process finishes it with every restored object exactly once."""
+    under new names after the VM was deleted: killed while a webhook of the test holds
+    back one restored object; the next process finishes it with every restored object
+    exactly once."""
     scenario.seed_vm(store)
     first = reconcilers.start("first")
     api.create(o.machine_snapshot("vms1"))
     wait_until(lambda: len(o.names(store, "volumesnapshots")) == 2, "the first process's VolumeSnapshots", TIMEOUT)
     kill_9(first)
+    assert o.phase(store, "virtualmachinesnapshots", "vms1") == "InProgress"
 
     second = reconcilers.start("second")
 
@@ -108,9 +139,15 @@ def test_snapshot_and_restore_end_to_end_with_kill_9_in_the_middle(
     assert len(o.names(store, "virtualdisksnapshots")) == 2
 
     scenario.delete_original_vm(store, api)
-    api.create(o.restore("r1", "vms1", replacements=scenario.RENAMES))
-    wait_until(lambda: any(scenario.restored_state(store).values()), "the first restored object", TIMEOUT)
-    kill_9(second)
+    with holding_back(control_plane, "virtualmachineblockdeviceattachments", "vmbda-d2-restored") as held:
+        api.create(o.restore("r1", "vms1", replacements=scenario.RENAMES))
+        wait_until(lambda: held.reviews, "the restore to reach the held-back attachment", TIMEOUT)
+        kill_9(second)
+        # Half done: the VM and its disks are there, the attachment is not.
+        partial = scenario.restored_state(store)
+        assert partial["virtualmachines"] == ["vm1-restored"] and partial["virtualdisks"]
+        assert partial["virtualmachineblockdeviceattachments"] == []
+        assert o.phase(store, "virtualmachinerestores", "r1") != "Ready"
     reconcilers.start("third")
     wait_until(lambda: o.phase(store, "virtualmachinerestores", "r1") == "Ready", "the restore to be Ready", TIMEOUT)
     assert scenario.restored_state(store) == scenario.RESTORED
