@@ -19,10 +19,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
-import signal
 import ssl
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,8 +34,8 @@ import yaml
 from cluster.api import KubeApi
 from policies import kinds
 from tests.chart.test_chart import CHART, render
-from tests.e2e.test_kubectl import SERVICE, Webhook, _environment, snapguard
-from tests.realcluster.controlplane import ControlPlane, binaries_dir, free_port, wait_until
+from tests.e2e.test_kubectl import SERVICE, Webhook, snapguard
+from tests.realcluster.controlplane import ControlPlane, binaries_dir
 
 NAMESPACE = "snapguard-system"  # the release's namespace, exempted by the configurations
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
@@ -107,48 +104,19 @@ class Serve:
             connection.close()
 
     def stop(self) -> int:
-        process = self.webhook.process
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
-        return process.returncode
+        return self.webhook.stop()
 
 
-def start_serve(control_plane: ControlPlane, workdir: Path, *, kubeconfig: Path | None = None,
-                extra: tuple[str, ...] = ()) -> Serve:
-    """`snapguard certs create` for the release's Service, then `snapguard serve` on a free
-    port with the kubeconfig (default: the admin's), waited for until /readyz is 200."""
+def start_serve(control_plane: ControlPlane, workdir: Path, *, kubeconfig: Path | None = None) -> Serve:
+    """`snapguard certs create` for the release's Service, then `snapguard serve` (one
+    worker) with the kubeconfig (default: the admin's), ready."""
     workdir.mkdir(parents=True, exist_ok=True)
     cert_dir = workdir / "certs"
-    if not (cert_dir / "tls.crt").exists():
-        snapguard("certs", "create", "--service", SERVICE, "--namespace", NAMESPACE,
-                  "--cert-dir", str(cert_dir), cwd=workdir)
+    snapguard("certs", "create", "--service", SERVICE, "--namespace", NAMESPACE,
+              "--cert-dir", str(cert_dir), cwd=workdir)
     kubeconfig = kubeconfig or control_plane.kubeconfig(workdir / "kubeconfig")
-    port = free_port()
-    stderr_path = workdir / f"serve-{port}.err"
-    with open(workdir / f"serve-{port}.out", "wb") as out, open(stderr_path, "wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "snapguard.cli", "serve", "--kubeconfig", str(kubeconfig),
-             "--cert-dir", str(cert_dir), "--port", str(port), "--workers", "1", *extra],
-            cwd=workdir, stdout=out, stderr=err, env=_environment(),
-        )
-    serve = Serve(Webhook(process, port, cert_dir, stderr_path), f"https://127.0.0.1:{port}")
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"snapguard serve exited {process.returncode}: {serve.webhook.stderr()}")
-        return serve.webhook.readiness()[0] == 200
-
-    try:
-        wait_until(ready, "snapguard serve to be ready", 60)
-    except BaseException:
-        serve.stop()
-        raise
-    return serve
+    webhook = Webhook.start(kubeconfig, cert_dir, workdir, "--workers", "1")
+    return Serve(webhook, f"https://127.0.0.1:{webhook.port}")
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,11 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from certs.authority import certificate_pem, create_ca, issue_serving_certificate, private_key_pem
+from tests.e2e.test_kubectl import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = Path(__file__).resolve().parent / "crds"
@@ -94,25 +93,6 @@ def without_doc_keys(value: Any) -> Any:
     if isinstance(value, list):
         return [without_doc_keys(v) for v in value]
     return value
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float) -> Any:
-    """Poll every 0.2 s until `condition()` is truthy (its value); AssertionError after
-    `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -177,7 +157,7 @@ class Etcd:
             f"--initial-cluster=e2e={peer}", "--unsafe-no-fsync", "--log-level=warn",
         ], self.directory / "etcd.log")
         self.process.start()
-        wait_until(self._healthy, "etcd /health", READY_TIMEOUT)
+        wait_for(self._healthy, "etcd /health", READY_TIMEOUT)
 
     def _healthy(self) -> bool:
         assert self.process is not None
@@ -232,7 +212,7 @@ class APIServer:
                                [str(self.binary), f"--secure-port={self.port}", *self.args],
                                self.directory / f"kube-apiserver-{self.port}.log")
         self.process.start()
-        wait_until(self.ready, f"kube-apiserver {self.url}/readyz", READY_TIMEOUT)
+        wait_for(self.ready, f"kube-apiserver {self.url}/readyz", READY_TIMEOUT)
 
     def ready(self) -> bool:
         assert self.process is not None
@@ -431,7 +411,7 @@ class ControlPlane:
             group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
             served = [v["name"] for v in crd["spec"]["versions"] if v.get("served")]
             for version in served:
-                wait_until(lambda g=group, v=version, p=plural: self._discovered(g, v, p),
+                wait_for(lambda g=group, v=version, p=plural: self._discovered(g, v, p),
                            f"{plural}.{group}/{version} in discovery", 60)
         return names
 

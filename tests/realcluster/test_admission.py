@@ -32,7 +32,7 @@ from tests.realcluster.conftest import (
     route_to,
     webhook_config,
 )
-from tests.realcluster.controlplane import ControlPlane, wait_until
+from tests.realcluster.controlplane import ControlPlane, wait_for
 from tests.realcluster.objects import ApiStore, seed
 from tests.reconciler import objects as o
 
@@ -227,7 +227,7 @@ def test_the_webhook_follows_objects_created_with_kubectl(
     denied = control_plane.kubectl("apply", "-f", "-", input=manifest, check=False)
     assert denied.returncode != 0 and "vms-vm-exists" in denied.stderr
     o.stopped_vm_with_disks(ApiStore(api, namespace), "d3", vm_name="vm3")
-    wait_until(lambda: control_plane.kubectl("apply", "-f", "-", input=manifest, check=False).returncode == 0,
+    wait_for(lambda: control_plane.kubectl("apply", "-f", "-", input=manifest, check=False).returncode == 0,
                "the snapshot of vm3 to be admitted", 20)
 
 

@@ -25,7 +25,7 @@ from cluster.api import KubeApi
 from tests.e2e.test_kubectl import _environment
 from tests.kubeapi.webhook import FakeWebhook, allow, deny
 from tests.realcluster.conftest import NAMESPACE
-from tests.realcluster.controlplane import ControlPlane, wait_until
+from tests.realcluster.controlplane import ControlPlane, wait_for
 from tests.realcluster.objects import ApiStore
 from tests.reconciler import objects as o
 from tests.reconciler import scenario
@@ -124,7 +124,7 @@ def test_snapshot_and_restore_end_to_end_with_kill_9_in_the_middle(
     scenario.seed_vm(store)
     first = reconcilers.start("first")
     api.create(o.machine_snapshot("vms1"))
-    wait_until(lambda: len(o.names(store, "volumesnapshots")) == 2, "the first process's VolumeSnapshots", TIMEOUT)
+    wait_for(lambda: len(o.names(store, "volumesnapshots")) == 2, "the first process's VolumeSnapshots", TIMEOUT)
     kill_9(first)
     assert o.phase(store, "virtualmachinesnapshots", "vms1") == "InProgress"
 
@@ -134,14 +134,14 @@ def test_snapshot_and_restore_end_to_end_with_kill_9_in_the_middle(
         o.mark_volume_snapshots_ready(api)  # the CSI driver, for whatever exists by now
         return o.phase(store, "virtualmachinesnapshots", "vms1") == "Ready"
 
-    wait_until(snapshot_ready, "the snapshot to be Ready", TIMEOUT)
+    wait_for(snapshot_ready, "the snapshot to be Ready", TIMEOUT)
     assert len(o.names(store, "volumesnapshots")) == 2
     assert len(o.names(store, "virtualdisksnapshots")) == 2
 
     scenario.delete_original_vm(store, api)
     with holding_back(control_plane, "virtualmachineblockdeviceattachments", "vmbda-d2-restored") as held:
         api.create(o.restore("r1", "vms1", replacements=scenario.RENAMES))
-        wait_until(lambda: held.reviews, "the restore to reach the held-back attachment", TIMEOUT)
+        wait_for(lambda: held.reviews, "the restore to reach the held-back attachment", TIMEOUT)
         kill_9(second)
         # Half done: the VM and its disks are there, the attachment is not.
         partial = scenario.restored_state(store)
@@ -149,7 +149,7 @@ def test_snapshot_and_restore_end_to_end_with_kill_9_in_the_middle(
         assert partial["virtualmachineblockdeviceattachments"] == []
         assert o.phase(store, "virtualmachinerestores", "r1") != "Ready"
     reconcilers.start("third")
-    wait_until(lambda: o.phase(store, "virtualmachinerestores", "r1") == "Ready", "the restore to be Ready", TIMEOUT)
+    wait_for(lambda: o.phase(store, "virtualmachinerestores", "r1") == "Ready", "the restore to be Ready", TIMEOUT)
     assert scenario.restored_state(store) == scenario.RESTORED
     vm = store.get_object("virtualmachines", "vm1-restored", o.NS)
     assert vm is not None and vm["spec"]["blockDeviceRefs"] == [{"kind": "VirtualDisk", "name": "d1-restored"}]

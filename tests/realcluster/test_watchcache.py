@@ -21,7 +21,7 @@ import pytest
 
 from cluster.api import KubeApi
 from tests.realcluster.conftest import Serve
-from tests.realcluster.controlplane import APIServer, ControlPlane, wait_until
+from tests.realcluster.controlplane import APIServer, ControlPlane, wait_for
 from tests.realcluster.objects import ApiStore
 from tests.reconciler import objects as o
 
@@ -67,7 +67,7 @@ def rules_denying(serve: Serve, namespace: str, vm: str) -> set[str]:
 
 
 def wait_for_rules(serve: Serve, namespace: str, vm: str, expected: set[str], what: str) -> None:
-    wait_until(lambda: rules_denying(serve, namespace, vm) == expected, what, FOLLOW_TIMEOUT)
+    wait_for(lambda: rules_denying(serve, namespace, vm) == expected, what, FOLLOW_TIMEOUT)
 
 
 def test_the_cache_syncs_and_follows_creates_updates_and_deletes(
