@@ -184,6 +184,43 @@ class Webhook:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    @classmethod
+    def start(cls, kubeconfig: Path, cert_dir: Path, workdir: Path, *options: str) -> Webhook:
+        """`snapguard serve --kubeconfig` on a free port (stdout and stderr in
+        `workdir`), waited for until /readyz answers 200."""
+        port = free_port()
+        stderr_path = workdir / "serve.err"
+        with open(workdir / "serve.out", "wb") as out, open(stderr_path, "wb") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "snapguard.cli", "serve", "--kubeconfig", str(kubeconfig),
+                 "--cert-dir", str(cert_dir), "--port", str(port), *options],
+                cwd=workdir, stdout=out, stderr=err, env=_environment(),
+            )
+        webhook = cls(process, port, cert_dir, stderr_path)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"snapguard serve exited {process.returncode}: {webhook.stderr()}")
+            return webhook.readiness()[0] == 200
+
+        try:
+            wait_for(ready, "snapguard serve to be ready", timeout=60)
+        except BaseException:
+            webhook.stop()
+            raise
+        return webhook
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after 30 s; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
@@ -232,23 +269,9 @@ def webhook(cluster: KubeAPIServer, kubectl: Kubectl, workdir: Path) -> Iterator
     cert_dir = workdir / "certs"
     snapguard("certs", "create", "--service", SERVICE, "--namespace", NAMESPACE,
               "--cert-dir", str(cert_dir), cwd=workdir)
-    port = free_port()
-    stderr_path = workdir / "serve.err"
-    with open(workdir / "serve.out", "wb") as out, open(stderr_path, "wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "snapguard.cli", "serve",
-             "--kubeconfig", str(cluster.kubeconfig_path(workdir)),
-             "--cert-dir", str(cert_dir), "--port", str(port)],
-            cwd=workdir, stdout=out, stderr=err, env=_environment(),
-        )
-    webhook = Webhook(process, port, cert_dir, stderr_path)
+    webhook = Webhook.start(cluster.kubeconfig_path(workdir), cert_dir, workdir)
+    port = webhook.port
     try:
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"snapguard serve exited {process.returncode}: {webhook.stderr()}")
-            return webhook.readiness()[0] == 200
-
-        wait_for(ready, "snapguard serve to be ready")
         configuration = snapguard(
             "webhook-config", "--service", SERVICE, "--namespace", NAMESPACE,
             "--ca-bundle", str(cert_dir / "ca.crt"), cwd=workdir,
@@ -257,13 +280,7 @@ def webhook(cluster: KubeAPIServer, kubectl: Kubectl, workdir: Path) -> Iterator
         cluster.service_urls[(NAMESPACE, SERVICE)] = f"https://127.0.0.1:{port}"
         yield webhook
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        webhook.stop()
 
 
 # ------------------------------------------------------------------------ tests
