@@ -18,6 +18,7 @@ from policies.catalogue import CATALOGUE, Action
 from policies.engine import Decision, Violation
 
 from . import __version__
+from .errors import printable
 
 TOOL = "dvp-snapguard"
 INFORMATION_URI = "https://github.com/deckhouse/virtualization"
@@ -104,6 +105,11 @@ def _finding_lines(result: Result) -> list[tuple[str, Violation]]:
     )
 
 
+def _patch_text(operation: dict[str, Any]) -> str:
+    value = f" {json.dumps(operation['value'], ensure_ascii=False)}" if "value" in operation else ""
+    return f"{operation.get('op', '')} {operation.get('path', '')}{value}"
+
+
 def render_text(results: Sequence[Result], summary: Summary) -> str:
     lines: list[str] = []
     for result in results:
@@ -113,6 +119,9 @@ def render_text(results: Sequence[Result], summary: Summary) -> str:
             lines.append(f"{where}: ok    {result.display} ({result.operation})")
         for level, violation in findings:
             lines.append(f"{where}: {level:<5} {result.display}: {violation.rule}: {violation.message}")
+        # --mutate: the defaults applied before deciding, one JSON Patch operation a line.
+        lines.extend(f"{where}: PATCH {result.display}: {_patch_text(op)}" for op in result.patch)
+    lines = [printable(line) for line in lines]
     lines.append(
         f"{summary.checked} checked, {summary.denied} denied, {summary.warned} warned, "
         f"{summary.skipped} skipped"
@@ -395,7 +404,7 @@ def render_audit_text(report: AuditOutput) -> str:
     if report.preflight is not None:
         text += f", {summary.preflight} preflight, {summary.not_ready} not ready"
     lines.append(text)
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _testcase(parent: ET.Element, classname: str, name: str, location: Location) -> ET.Element:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
-from cluster.statefiles import InputError, load_state
+from cluster.statefiles import InputError, load_state, read_data
 from policies.admission import ReviewError, answer_review
 from policies.engine import Engine
 
-from ..errors import UsageError
+from ..errors import UsageError, report
 from ..policyfile import read_policy
 
 
@@ -29,33 +27,17 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _read_review(path: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read: {error.strerror or error}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise UsageError(f"{path}: neither JSON nor YAML") from None
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         engine = Engine(read_policy(args.policy))
         view = load_state(args.state)
-        body = _read_review(args.file)
+        body = read_data(args.file)
         response, _, _ = answer_review(engine, view, body, mutate=args.mutate)
     except (InputError, UsageError) as error:
-        print(f"snapguard: error: {error}", file=sys.stderr)
+        report(error)
         return 2
     except ReviewError as error:
-        print(f"snapguard: error: {args.file}: not an AdmissionReview: {error}", file=sys.stderr)
+        report(f"{args.file}: not an AdmissionReview: {error}")
         return 2
     print(json.dumps(response, indent=2, ensure_ascii=False))
     return 0
