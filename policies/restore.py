@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import kinds
+from . import kinds, limits
 from .models import NameReplacement, VirtualDiskSnapshot
 
 JSONObject = dict[str, Any]
@@ -114,9 +114,17 @@ def decode_snapshot_value(value: str) -> Any:
     if text[:1] not in (b"{", b"["):
         text = _strict_base64(text, "JSON nor base64-encoded JSON (as platforms before v1.0 wrote it)")
     try:
-        return json.loads(text)
+        decoded = json.loads(text, parse_int=limits.parse_int)
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
         raise _Unreadable(f"is not valid JSON ({error})") from None
+    except RecursionError:
+        raise _Unreadable(f"holds JSON nested deeper than {limits.MAX_DEPTH} levels") from None
+    problem = limits.find_problem(decoded)
+    if problem is not None:
+        # A value no rule could walk safely: decided here, as unreadable, so that no
+        # `vmr-*` rule errors out (which `ruleErrors: warn` would admit).
+        raise _Unreadable(f"holds JSON beyond the input limits ({problem})")
+    return decoded
 
 
 def _object(value: Any, secret: str, key: str, where: str = "") -> JSONObject | SnapshotContentError:
@@ -453,10 +461,10 @@ def original_disk_metadata(volume_snapshot_annotations: Mapping[str, str]) -> Di
 
     def string_map(key: str) -> dict[str, str]:
         try:
-            value = json.loads(volume_snapshot_annotations.get(key) or "{}")
-        except ValueError:
+            value = json.loads(volume_snapshot_annotations.get(key) or "{}", parse_int=limits.parse_int)
+        except (ValueError, RecursionError):
             return {}
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or limits.find_problem(value) is not None:
             return {}
         return {str(k): str(v) for k, v in value.items()}
 

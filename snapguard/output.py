@@ -19,6 +19,7 @@ from policies.engine import Decision, Violation
 from policies.platform import DEFAULT, PlatformVersion
 
 from . import __version__
+from .errors import printable
 
 TOOL = "dvp-snapguard"
 INFORMATION_URI = "https://github.com/deckhouse/virtualization"
@@ -117,6 +118,11 @@ def platform_header(platform: PlatformVersion) -> str:
     return f"Decided for DVP platform {platform.label} (change with --platform-version or platformVersion)"
 
 
+def _patch_text(operation: dict[str, Any]) -> str:
+    value = f" {json.dumps(operation['value'], ensure_ascii=False)}" if "value" in operation else ""
+    return f"{operation.get('op', '')} {operation.get('path', '')}{value}"
+
+
 def render_text(results: Sequence[Result], summary: Summary) -> str:
     lines: list[str] = [platform_header(summary.platform)]
     for result in results:
@@ -126,6 +132,9 @@ def render_text(results: Sequence[Result], summary: Summary) -> str:
             lines.append(f"{where}: ok    {result.display} ({result.operation})")
         for level, violation in findings:
             lines.append(f"{where}: {level:<5} {result.display}: {violation.rule}: {violation.message}")
+        # --mutate: the defaults applied before deciding, one JSON Patch operation a line.
+        lines.extend(f"{where}: PATCH {result.display}: {_patch_text(op)}" for op in result.patch)
+    lines = [printable(line) for line in lines]
     lines.append(
         f"{summary.checked} checked, {summary.denied} denied, {summary.warned} warned, "
         f"{summary.skipped} skipped"
@@ -418,7 +427,7 @@ def render_audit_text(report: AuditOutput) -> str:
     if report.preflight is not None:
         text += f", {summary.preflight} preflight, {summary.not_ready} not ready"
     lines.append(text)
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _testcase(parent: ET.Element, classname: str, name: str, location: Location) -> ET.Element:

@@ -1,14 +1,13 @@
-"""Reading the `--policy` file (YAML parsed here, validated by the engine's model) and
+"""Reading the `--policy` file (parsed as every input file is, by cluster.statefiles:
+UTF-8, duplicate keys, the limits; validated by the engine's model) and
 `--platform-version`, which every deciding command takes and which wins over the
 file's `platformVersion`."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import yaml
-
+from cluster.statefiles import InputError, read_data
 from policies.config import PolicyConfig, PolicyError, load_policy
 from policies.platform import DEFAULT, PlatformVersion, PlatformVersionError, parse_platform_version
 
@@ -19,15 +18,9 @@ def read_policy(path: str | None) -> PolicyConfig:
     if not path:
         return PolicyConfig()
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read policy file: {error.strerror or error}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{path}:{where}: invalid YAML in policy file") from None
+        data = read_data(path)
+    except InputError as error:
+        raise UsageError(f"policy file {error}") from None
     try:
         return load_policy(data, path)
     except PolicyError as error:

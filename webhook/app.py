@@ -31,14 +31,14 @@ from werkzeug.exceptions import (
 
 from certs.errors import CertificateError
 from certs.inspect import certificate_expiry
-from policies import kinds
+from policies import kinds, limits
 from policies.admission import ReviewError, answer_review, parse_review, review_response
 from policies.catalogue import Action
 from policies.engine import Decision, Engine, EngineRequest, Violation
 
 from .decisionlog import DecisionLog
 from .metrics import WebhookMetrics
-from .settings import WebhookSettings
+from .settings import ON_REJECTED, WebhookSettings
 from .tls import process_context_cache
 from .viewsource import ViewSource
 
@@ -95,6 +95,12 @@ class AdmissionHandler:
                 f"the body is {request.content_length} bytes; an AdmissionReview is at most "
                 f"{limit} bytes (the API server's own request limit)"
             )
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise UnsupportedMediaType(
+                f"Content-Encoding {encoding} is not supported: compression is not supported, "
+                "send the AdmissionReview uncompressed (the API server never compresses it)"
+            )
         if request.mimetype != JSON:
             raise UnsupportedMediaType(
                 f"Content-Type must be {JSON}, got {request.content_type or 'none'}"
@@ -107,9 +113,13 @@ class AdmissionHandler:
         if not data:
             raise BadRequest("the body is empty; expected an AdmissionReview")
         try:
-            return json.loads(data)
+            body = json.loads(data, parse_int=limits.parse_int)
         except (ValueError, RecursionError) as error:
             raise BadRequest(f"the body is not valid JSON: {error}") from None
+        problem = limits.find_problem(body)
+        if problem is not None:
+            raise BadRequest(f"the body is beyond the input limits: {problem}")
+        return body
 
     @staticmethod
     def _read_capped(limit: int) -> bytes:
@@ -276,11 +286,21 @@ class AdmissionHandler:
 
     # ----------------------------------------------------------------- errors
 
+    def rejected(self, status: int, path: str, reason: str) -> None:
+        """Log and count a request answered with an HTTP error (by the app or the server)."""
+        try:
+            self.metrics.observe_rejected(status)
+            self.log.rejected(status=status, path=path, reason=reason)
+        except Exception as error:  # bookkeeping must never change the answer
+            self.log.error("recording a rejected request failed", error)
+
     def http_error(self, error: HTTPException) -> Response:
         status = error.code or 400
         if status >= 500:  # nothing we raise; never answer 500 all the same
             status = 503
-        response = _json_response({"error": error.description or error.name}, status)
+        description = error.description or error.name
+        self.rejected(status, request.path, description)
+        response = _json_response({"error": description}, status)
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
@@ -306,6 +326,7 @@ def create_app(
         settings, view_source, WebhookMetrics(settings.metrics_dir), DecisionLog(log_stream)
     )
     app.extensions["snapguard"] = handler
+    app.config[ON_REJECTED] = handler.rejected
     app.add_url_rule(
         "/validate", "validate", partial(handler.review, mutate=False), methods=["POST"]
     )

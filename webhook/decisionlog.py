@@ -66,6 +66,19 @@ class DecisionLog:
             }
         )
 
+    def rejected(self, *, status: int, path: str, reason: str) -> None:
+        """A request answered with an HTTP error (4xx): what was wrong with it."""
+        self._write(
+            {
+                "time": _now(),
+                "level": "warning",
+                "msg": "request rejected",
+                "status": status,
+                "path": path,
+                "reason": reason,
+            }
+        )
+
     def error(self, message: str, error: BaseException, **context: Any) -> None:
         """An unexpected failure: the type, message and traceback go to the log only,
         never to the client."""

@@ -142,6 +142,13 @@ class WebhookMetrics:
             registry=self.registry,
             multiprocess_mode="livemostrecent",
         )
+        self.rejected = Counter(
+            "snapguard_rejected_requests",
+            "Requests answered with an HTTP error before any AdmissionReview was decided "
+            "(malformed HTTP, body too large, wrong content type or encoding), by status.",
+            ["status"],
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._pending_requests: Counter_[tuple[str, str, str, str]] = Counter_()
         self._pending_rules: Counter_[tuple[str, str]] = Counter_()
@@ -171,6 +178,10 @@ class WebhookMetrics:
             tally[-1] += seconds
         if self._flusher_pid != os.getpid():
             self._start_flusher()
+
+    def observe_rejected(self, status: int) -> None:
+        """A refused request: rare, counted at once (no tally)."""
+        self.rejected.labels(str(status)).inc()
 
     def flush(self) -> None:
         """Move the tallies into the metric values."""

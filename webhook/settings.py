@@ -18,6 +18,10 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 # The API server's default (and maximum) webhook timeout is 10 s: an answer later than
 # that is useless. The duration histogram and the server's deadlines use it.
 API_SERVER_WEBHOOK_TIMEOUT = 10.0
+# The key of the WSGI app's `config` under which the app offers
+# `rejected(status, path, reason)` to the server: requests the server answers with an
+# error before the app sees them are logged and counted like the app's own.
+ON_REJECTED = "SNAPGUARD_ON_REJECTED"
 
 
 @dataclass(frozen=True)

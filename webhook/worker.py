@@ -47,7 +47,7 @@ from gunicorn import sock as gunicorn_sock
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .framing import RequestFrame, Status, Verdict
-from .settings import API_SERVER_WEBHOOK_TIMEOUT, MAX_BODY_BYTES
+from .settings import API_SERVER_WEBHOOK_TIMEOUT, MAX_BODY_BYTES, ON_REJECTED
 
 # Handshake, first request after it, and each request from its first byte: the API
 # server's webhook timeout. It finishes all three in milliseconds.
@@ -70,6 +70,49 @@ READ_SIZE = 64 * 1024
 DRAIN_LIMIT = 16 * 1024 * 1024
 ACCEPT_BATCH = 64
 SWEEP_INTERVAL = 0.25
+
+
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+
+
+def error_response(status: int, message: str) -> bytes:
+    """A whole `Connection: close` response with the documented `{"error": ...}` body."""
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+# Who hears of an error answered here (the app's `rejected`), per worker process.
+_on_rejected: list[Any] = []
+
+
+def _report_rejected(status: int, reason: str) -> None:
+    for hook in _on_rejected:
+        with contextlib.suppress(Exception):  # bookkeeping never changes the answer
+            hook(status, "", reason)
+
+
+def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's `util.write_error`, in the documented JSON shape instead of HTML:
+    gunicorn answers its own parse errors (invalid request line, header, chunk...)
+    through it, from `Worker.handle_error`."""
+    message = f"{reason}: {mesg}" if mesg else reason
+    _report_rejected(status_int, message)
+    util.write_nonblock(sock, error_response(status_int, message))
 
 
 class Phase(enum.Enum):
@@ -106,6 +149,15 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.nr_conns: int = 0
         self.buffered_bytes = 0
         self._next_sweep = 0.0
+
+    def load_wsgi(self) -> None:
+        # In the worker process, before the loop: gunicorn's own error answers in JSON,
+        # and every refused request reported to the app (logged and counted).
+        super().load_wsgi()
+        util.write_error = _write_json_error
+        config = getattr(self.wsgi, "config", None)
+        hook = config.get(ON_REJECTED) if isinstance(config, dict) else None
+        _on_rejected[:] = [hook] if hook is not None else []
 
     # ------------------------------------------------------------ event loop
 
@@ -315,16 +367,9 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def _refuse(self, conn: BufferedConnection, status: int, message: str) -> None:
         """Answer an error the app never sees (bad framing, too much buffered) and close."""
-        reasons = {400: "Bad Request", 413: "Content Too Large", 431: "Request Header Fields Too Large"}
-        reasons.update({501: "Not Implemented", 503: "Service Unavailable"})
-        body = json.dumps({"error": message}).encode()
-        head = (
-            f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
+        _report_rejected(status, message)
         with contextlib.suppress(OSError):  # ssl.SSLError is an OSError
-            conn.sock.send(head + body)  # small: fits the socket buffer
+            conn.sock.send(error_response(status, message))  # small: fits the socket buffer
         self._close_gracefully(conn)
 
     # ------------------------------------------------------------ in a thread

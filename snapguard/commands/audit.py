@@ -30,7 +30,7 @@ from policies.platform import PlatformVersion
 from policies.reports import policy_reports
 from policies.view import ClusterView
 
-from ..errors import UsageError
+from ..errors import UsageError, report
 from ..output import AUDIT_FORMATS, AuditOutput, Location, Result, render_audit
 from ..policyfile import add_policy_arguments, policy_from_args
 
@@ -201,7 +201,7 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 
 def _error(message: str) -> int:
-    print(f"snapguard: error: {message}", file=sys.stderr)
+    report(message)
     return EXIT_INPUT
 
 

@@ -9,7 +9,6 @@ already holds is decided as an UPDATE of it.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import jsonpatch
@@ -26,7 +25,7 @@ from policies.catalogue import Operation
 from policies.engine import Engine, EngineRequest
 from policies.models import MODELS
 
-from ..errors import UsageError
+from ..errors import UsageError, report
 from ..output import FORMATS, Result, render, summarise
 from ..policyfile import add_policy_arguments, policy_from_args
 
@@ -45,7 +44,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--state", action="append", default=[], metavar="PATH", help="cluster state (repeatable)")
     add_policy_arguments(parser, "policy file setting rule actions")
     parser.add_argument("--output", "-o", choices=FORMATS, default="text")
-    parser.add_argument("--mutate", action="store_true", help="apply defaults first and print the patch")
+    parser.add_argument("--mutate", action="store_true", help="apply the defaults first and print their JSON Patch (text: a PATCH line per operation)")
     parser.add_argument("--strict", action="store_true", help="also fail on warnings and unknown outcomes")
     parser.set_defaults(func=run)
 
@@ -112,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         inputs = read_documents(args.paths)
         results, skipped = check_documents(engine, state, inputs, mutate=args.mutate)
     except (InputError, UsageError) as error:
-        print(f"snapguard: error: {error}", file=sys.stderr)
+        report(error)
         return EXIT_INPUT
     summary = summarise(results, skipped, engine.platform)
     print(render(args.output, results, summary))

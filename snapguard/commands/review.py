@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from cluster.statefiles import InputError, load_state
+from cluster.statefiles import InputError, load_state, read_data
 from policies.admission import ReviewError, answer_review
 from policies.engine import Engine
 
-from ..errors import UsageError
+from ..errors import UsageError, report
 from ..policyfile import add_policy_arguments, policy_from_args
 
 
@@ -29,33 +28,17 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _read_review(path: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read: {error.strerror or error}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise UsageError(f"{path}: neither JSON nor YAML") from None
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         engine = Engine(policy_from_args(args))
         view = load_state(args.state)
-        body = _read_review(args.file)
+        body = read_data(args.file)
         response, _, _ = answer_review(engine, view, body, mutate=args.mutate)
     except (InputError, UsageError) as error:
-        print(f"snapguard: error: {error}", file=sys.stderr)
+        report(error)
         return 2
     except ReviewError as error:
-        print(f"snapguard: error: {args.file}: not an AdmissionReview: {error}", file=sys.stderr)
+        report(f"{args.file}: not an AdmissionReview: {error}")
         return 2
     # The AdmissionReview on stdout stays exactly what the webhook sends; the release it
     # was decided for goes to stderr.

@@ -2,8 +2,10 @@
 
 Embedded default, with no cluster configured: the CA and serving certificate are
 created in `--cert-dir` on first run (./.snapguard/certs), the server listens on
-https://127.0.0.1:8443, and the view comes from `--state` files (empty when none). It
-prints how to call it.
+https://127.0.0.1:8443, and the view comes from `--state` files. It prints how to call
+it. With neither state nor cluster it refuses to start: an empty view admits nearly
+everything (rules needing a kind say `unknown`), which must be asked for
+(`--allow-empty-view`), never the silent result of a forgotten flag.
 
 Everything that can be wrong with the input (policy, state, certificates, the port) is
 checked before the server starts: a one-line error and exit code 2, never a traceback
@@ -52,7 +54,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--state", action="append", default=[], metavar="PATH",
-        help="cluster state files or directories for the view (repeatable; empty view when none)",
+        help="cluster state files or directories for the view (repeatable)",
+    )
+    parser.add_argument(
+        "--allow-empty-view", action="store_true",
+        help="serve with neither --state nor a cluster: an empty view, in which rules that "
+        "need a kind say unknown (for trying the endpoints; refused without this flag)",
     )
     parser.add_argument(
         "--kubeconfig", metavar="FILE",
@@ -92,7 +99,8 @@ def view_source_for(args: argparse.Namespace) -> ViewSource:
     gunicorn forks (`start()`), which waits up to `WORKER_SYNC_WAIT` for the first
     lists so a new worker decides from a synced view.
 
-    Otherwise the `--state` files (an empty view when none). `--state` is the explicit
+    Otherwise the `--state` files; with none, only under `--allow-empty-view` (a
+    UsageError otherwise: fail closed). `--state` is the explicit
     choice and wins over the ambient in-pod service account; it cannot be combined
     with an explicit `--kubeconfig`/`--context`.
 
@@ -126,6 +134,11 @@ def view_source_for(args: argparse.Namespace) -> ViewSource:
 
     from webhook.viewsource import StaticViewSource
 
+    if not args.state and not getattr(args, "allow_empty_view", False):
+        raise UsageError(
+            "no view of the cluster: give --state files, --kubeconfig (or run in a pod), "
+            "or --allow-empty-view to serve an empty view that admits what no rule can check"
+        )
     view = load_state(args.state)
     description = ", ".join(args.state) if args.state else "no state (empty view)"
     return StaticViewSource(view, description)

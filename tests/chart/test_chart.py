@@ -489,6 +489,30 @@ def test_the_webhook_only_reads_the_kinds_the_rules_read(rendered: Rendered) -> 
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
 
 
+def test_secrets_access_none_grants_no_secret(chart: helm.Chart, default: Rendered) -> None:
+    """The narrowest choice for Secrets the API allows besides cluster-wide reads: none."""
+    narrow = render(chart, {"webhook": {"secretsAccess": "none"}})
+    name = f"{narrow.fullname}-webhook"
+    assert grants(rules_of(narrow, "ClusterRole", name)) == {
+        (g, r, v) for g, r in model_resources() if r != "secrets" for v in READ_VERBS
+    }
+    assert ("", "secrets", "list") in grants(rules_of(default, "ClusterRole", name))
+
+
+def test_the_default_image_is_what_build_image_makes(default: Rendered) -> None:
+    """scripts/build-image tags localhost/dvp-snapguard:<version>; the chart's default
+    image is that (tag = appVersion = the package version)."""
+    import tomllib
+
+    chart_meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    version = tomllib.loads((CHART.parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert chart_meta["appVersion"] == version
+    script = (CHART.parents[1] / "scripts" / "build-image").read_text()
+    assert "NAME=${SNAPGUARD_IMAGE_NAME:-localhost/dvp-snapguard}" in script
+    images = {c["image"] for _, pod in default.pod_templates() for c in pod["spec"]["containers"]}
+    assert images == {f"localhost/dvp-snapguard:{version}"}
+
+
 RECONCILER_WRITES = {
     ("snapshot.storage.k8s.io", "volumesnapshots"): {"create", "update", "patch", "delete"},
     ("virtualization.deckhouse.io", "virtualdisksnapshots"): {"create", "update", "patch"},

@@ -77,6 +77,33 @@ class TestBadRequests:
         assert result.mimetype == JSON
         assert "application/json" in result.get_json()["error"]
 
+    @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+    def test_compressed_body_is_415_saying_so(self, webhook: WebhookUnderTest, encoding: str) -> None:
+        import gzip
+
+        result = webhook.client.post(
+            "/validate",
+            data=gzip.compress(json.dumps(review()).encode()),
+            headers={"Content-Type": JSON, "Content-Encoding": encoding},
+        )
+        assert result.status_code == 415
+        assert result.mimetype == JSON
+        assert "compression is not supported" in result.get_json()["error"]
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            pytest.param(b'{"request": {"uid": ' + b"9" * 5000 + b"}}", "request.uid", id="huge-integer"),
+            pytest.param(b'{"request": {"object": ' + b"[" * 300 + b"]" * 300 + b"}}", "request.object[0]", id="deep"),
+        ],
+    )
+    def test_body_beyond_the_limits_is_400_naming_the_field(
+        self, webhook: WebhookUnderTest, body: bytes, field: str
+    ) -> None:
+        result = webhook.client.post("/validate", data=body, headers={"Content-Type": JSON})
+        assert result.status_code == 400
+        assert field in result.get_json()["error"]
+
     def test_json_with_charset_is_accepted(self, webhook: WebhookUnderTest) -> None:
         """Media type parameters do not matter."""
         result = webhook.client.post(
@@ -347,6 +374,12 @@ class TestOperations:
             "snapguard_view_objects",
         ):
             assert name in text
+        webhook.client.post("/validate", data=b"{", headers={"Content-Type": JSON})
+        webhook.client.post("/validate", data=b"{}", headers={"Content-Type": "text/plain"})
+        webhook.client.post("/validate", data=b"{}", headers={"Content-Type": JSON, "Content-Encoding": "gzip"})
+        text = webhook.client.get("/metrics").get_data(as_text=True)
+        assert 'snapguard_rejected_requests_total{status="400"} 1.0' in text
+        assert 'snapguard_rejected_requests_total{status="415"} 2.0' in text
         assert (
             'snapguard_admission_requests_total{decision="denied",dry_run="false",'
             'kind="VirtualDiskSnapshot",operation="CREATE"} 1.0'
@@ -397,7 +430,13 @@ class TestDecisionLog:
         for leak in ("c2VjcmV0LXZhbHVlLTQyCg==", "plain-token-value", "annotation-value-7", "process of resizing"):
             assert leak not in text
 
-    def test_bad_requests_are_not_decisions(self, webhook: WebhookUnderTest) -> None:
+    def test_bad_requests_are_not_decisions_but_rejections(self, webhook: WebhookUnderTest) -> None:
         webhook.client.post("/validate", data=b"{", headers={"Content-Type": JSON})
         webhook.client.post("/validate", data=b"{}", headers={"Content-Type": "text/plain"})
-        assert webhook.log_lines() == []
+        lines = webhook.log_lines()
+        assert not [line for line in lines if line["msg"] == "admission decision"]
+        assert [(line["msg"], line["status"], line["path"]) for line in lines] == [
+            ("request rejected", 400, "/validate"),
+            ("request rejected", 415, "/validate"),
+        ]
+        assert "not valid JSON" in lines[0]["reason"]

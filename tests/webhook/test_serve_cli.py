@@ -67,14 +67,14 @@ def test_broken_mounted_certificate(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_missing_client_ca(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, err = serve(capsys, "--cert-dir", str(tmp_path / "certs"), "--client-ca", str(tmp_path / "clients.crt"))
+    code, err = serve(capsys, "--state", str(STATE), "--cert-dir", str(tmp_path / "certs"), "--client-ca", str(tmp_path / "clients.crt"))
     assert_one_line_error(code, err, "clients.crt")
 
 
 def test_garbage_client_ca(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "clients.crt"
     bad.write_text("garbage\n")
-    code, err = serve(capsys, "--cert-dir", str(tmp_path / "certs"), "--client-ca", str(bad))
+    code, err = serve(capsys, "--state", str(STATE), "--cert-dir", str(tmp_path / "certs"), "--client-ca", str(bad))
     assert_one_line_error(code, err, "clients.crt")
 
 
@@ -83,7 +83,7 @@ def test_port_in_use(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code, err = serve(capsys, "--port", str(port), "--cert-dir", str(tmp_path / "certs"))
+        code, err = serve(capsys, "--state", str(STATE), "--port", str(port), "--cert-dir", str(tmp_path / "certs"))
     assert_one_line_error(code, err, f"127.0.0.1:{port}")
 
 
@@ -94,3 +94,20 @@ def test_bad_numbers(capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: s
         args += ["--port", str(free_port())]
     code, err = serve(capsys, *args)
     assert_one_line_error(code, err, flag)
+
+
+def test_no_view_is_refused_fail_closed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Neither --state nor a cluster: an empty view would admit almost everything, so the
+    server does not start unless that is asked for."""
+    code, err = serve(capsys, "--cert-dir", str(tmp_path / "certs"), "--port", str(free_port()))
+    assert_one_line_error(code, err, "no view of the cluster", "--allow-empty-view")
+
+
+def test_allow_empty_view_gets_past_the_view(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = serve(capsys, "--allow-empty-view", "--cert-dir", str(tmp_path / "certs"), "--port", str(port))
+    assert_one_line_error(code, err)
+    assert "no view" not in err and str(port) in err

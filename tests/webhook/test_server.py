@@ -451,3 +451,48 @@ class TestWire:
         [line] = [line for line in lines if line.get("uid") == "logged"]
         assert line["decision"] == "denied" and line["rules"] == ["vds-disk-resizing"]
 
+
+
+class TestRejectedRequests:
+    def test_refusals_are_json_logged_and_counted(self, serve: Serve, tmp_path: Path) -> None:
+        """gunicorn's own parse errors answer in the documented `{"error": ...}` shape (not
+        its HTML page); a gzip body is 415 saying compression is not supported; every
+        refusal is a `request rejected` log line and counts in /metrics by status."""
+        metrics_dir = tmp_path / "metrics"
+        metrics_dir.mkdir()
+        server = serve(env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+        context = server.client_context()
+        with open_tls(server.port, context) as sock:
+            # A header name with a space: framed fine, refused by gunicorn's parser.
+            [bad_header] = exchange(
+                sock, b"POST /validate HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\nContent-Length: 0\r\n\r\n"
+            )
+        assert bad_header.status == 400
+        assert bad_header.headers.get("content-type") == "application/json"
+        assert "header" in bad_header.json()["error"].lower()
+        with open_tls(server.port, context) as sock:
+            [gzipped] = exchange(
+                sock, request_bytes("/validate", b"\x1f\x8b\x08\x00", headers={"Content-Encoding": "gzip"})
+            )
+        assert gzipped.status == 415
+        assert "compression is not supported" in gzipped.json()["error"]
+        with open_tls(server.port, context) as sock:
+            [bad_json] = exchange(sock, request_bytes("/validate", b"{" * 10))
+        assert bad_json.status == 400
+
+        def counted(text: str, status: str) -> float:
+            found = re.search(rf'^snapguard_rejected_requests_total\{{status="{status}"\}} (\S+)$', text, re.M)
+            return float(found.group(1)) if found else 0.0
+
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with open_tls(server.port, context) as sock:
+                [page] = exchange(sock, request_bytes("/metrics", method="GET"))
+            text = page.body.decode()
+            if counted(text, "400") >= 2 and counted(text, "415") >= 1:
+                break
+            time.sleep(0.2)
+        assert counted(text, "400") == 2 and counted(text, "415") == 1, text
+        lines = [json.loads(line) for line in server.stderr().splitlines() if line.startswith("{")]
+        rejected = [line for line in lines if line.get("msg") == "request rejected"]
+        assert sorted(line["status"] for line in rejected) == [400, 400, 415]
