@@ -45,8 +45,9 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "dvp-snapguard"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 RELEASE = "snapguard"
 NAMESPACE = "d8-snapguard"
-# The oldest and the newest Kubernetes that kubernetes-validate has schemas for.
-KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+# The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion: matchConditions)
+# and the newest that kubernetes-validate has schemas for.
+KUBE_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 # Kinds from CRDs: no schema in kubernetes-validate; these and only these may appear.
 CRD_KINDS = {
     ("cert-manager.io/v1", "Issuer"),
@@ -379,6 +380,28 @@ def test_webhook_configurations_are_what_snapguard_webhook_config_prints(
     for ours, expected in zip(chart_configurations(rendered), generated(rendered), strict=True):
         assert comparable(ours) == comparable(expected)
         assert ours["metadata"]["labels"].items() >= expected["metadata"]["labels"].items()
+
+
+def test_the_chart_registers_the_governed_resources_and_the_operation_filter(
+    rendered: Rendered,
+) -> None:
+    """Virtual disks on CREATE; snapshots, restores, VirtualMachineOperations and
+    VirtualMachineSnapshotOperations on CREATE and UPDATE; virtualmachineoperations
+    filtered to Restore and Clone by a matchConditions entry, which needs Kubernetes
+    1.28 (Chart.yaml says so)."""
+    (webhook,) = rendered.one("ValidatingWebhookConfiguration")["webhooks"]
+    routes = {
+        (resource, op) for rule in webhook["rules"] for resource in rule["resources"] for op in rule["operations"]
+    }
+    governed = ("virtualdisksnapshots", "virtualmachinesnapshots", "virtualmachinerestores",
+                "virtualmachineoperations", "virtualmachinesnapshotoperations")
+    assert routes == {(r, op) for r in governed for op in ("CREATE", "UPDATE")} | {("virtualdisks", "CREATE")}
+    (condition,) = webhook["matchConditions"]
+    assert condition["name"] == "governed-operation-types"
+    assert "'virtualmachineoperations'" in condition["expression"]
+    assert condition["expression"].count("['Restore', 'Clone']") == 2
+    assert not {"Start", "Stop", "Migrate"} & set(re.findall(r"'(\w+)'", condition["expression"]))
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == ">=1.28.0-0"
 
 
 def test_webhook_configurations_match_the_cli_output(
