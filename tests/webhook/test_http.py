@@ -303,6 +303,14 @@ class TestOperations:
         assert body["certificates"]["ok"] and "serving" in body["certificates"]["reason"]
         assert body["view"]["ok"]
 
+    @pytest.mark.parametrize(("policy", "version"), [(None, "1.10"), ({"platformVersion": "0.22"}, "0.22")])
+    def test_readyz_says_the_platform_version_decided_for(
+        self, make_webhook: Callable[..., WebhookUnderTest], policy: dict[str, Any] | None, version: str
+    ) -> None:
+        """SPEC: /readyz says which platform version the webhook assumes."""
+        result = make_webhook(policy).client.get("/readyz")
+        assert result.get_json()["platformVersion"] == version
+
     def test_readyz_is_503_when_certificates_are_unusable(
         self, make_webhook: Callable[..., WebhookUnderTest], tmp_path: Any
     ) -> None:
