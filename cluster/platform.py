@@ -83,7 +83,7 @@ def _plural(kind: str) -> str:
     return kinds.KINDS[kind].plural
 
 
-def _crd_name(kind: str) -> str:
+def crd_name(kind: str) -> str:
     return f"{_plural(kind)}.{kinds.GROUP}"
 
 
@@ -130,7 +130,7 @@ def _spec_properties(schema: dict[str, Any]) -> dict[str, Any]:
 def _read_crd(api: KubeApi, kind: str) -> dict[str, Any] | None:
     """The CRD, or None when it cannot be read (absent, or not allowed)."""
     try:
-        return api.get(CRD.kind, None, _crd_name(kind))
+        return api.get(CRD.kind, None, crd_name(kind))
     except ApiError as error:
         if error.status == 0:
             raise

@@ -500,13 +500,47 @@ def bindings_of(rendered: Rendered, service_account: str) -> set[tuple[str, str]
     return bound
 
 
+# Platform version detection (cluster/platform.py): get by name, nothing more.
+DETECTION_READS = {
+    ("deckhouse.io", "modules", "virtualization", "get"),
+    ("apiextensions.k8s.io", "customresourcedefinitions",
+     "virtualmachineoperations.virtualization.deckhouse.io", "get"),
+    ("apiextensions.k8s.io", "customresourcedefinitions",
+     "virtualdisksnapshots.virtualization.deckhouse.io", "get"),
+}
+
+
+def named_grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """(group, resource, name, verb) for every rule with resourceNames."""
+    return {
+        (group, resource, name, verb)
+        for rule in rules
+        for name in rule.get("resourceNames") or []
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_detection_reads_are_the_ones_cluster_platform_makes() -> None:
+    """The names granted are the Module and CRDs cluster/platform.py reads."""
+    from cluster.platform import CRD, MODULE, MODULE_NAME, crd_name
+
+    assert DETECTION_READS == {(MODULE.group, MODULE.plural, MODULE_NAME, "get")} | {
+        (CRD.group, CRD.plural, crd_name(kind), "get")
+        for kind in (kinds.VIRTUAL_MACHINE_OPERATION, kinds.VIRTUAL_DISK_SNAPSHOT)
+    }
+
+
 def test_the_webhook_only_reads_the_kinds_the_rules_read(rendered: Rendered) -> None:
     """get/list/watch, nothing else, on exactly the kinds of policies.models.MODELS,
-    and no other role bound to its ServiceAccount."""
+    get on the objects the platform version is detected from, and no other role bound
+    to its ServiceAccount."""
     name = f"{rendered.fullname}-webhook"
     rules = rules_of(rendered, "ClusterRole", name)
-    assert all(set(rule["verbs"]) <= READ_VERBS and not rule.get("resourceNames") for rule in rules)
+    assert all(set(rule["verbs"]) <= READ_VERBS for rule in rules)
     assert grants(rules) == {(g, r, v) for g, r in model_resources() for v in READ_VERBS}
+    assert named_grants(rules) == DETECTION_READS
     assert bindings_of(rendered, name) == {("ClusterRole", name)}
     deployment = rendered.named("Deployment", "-webhook")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
@@ -547,6 +581,7 @@ def test_the_reconciler_writes_only_what_it_creates(rendered: Rendered) -> None:
     granted = grants(rules)
     assert not any("*" in part for grant in granted for part in grant)
     assert {(g, r) for g, r, v in granted if v in READ_VERBS} == model_resources()
+    assert named_grants(rules) == DETECTION_READS
     writes: dict[tuple[str, str], set[str]] = {}
     for group, resource, verb in granted:
         if verb not in READ_VERBS:
