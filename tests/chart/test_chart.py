@@ -526,10 +526,11 @@ def test_detection_reads_are_the_ones_cluster_platform_makes() -> None:
     """The names granted are the Module and CRDs cluster/platform.py reads."""
     from cluster.platform import CRD, MODULE, MODULE_NAME, crd_name
 
-    assert DETECTION_READS == {(MODULE.group, MODULE.plural, MODULE_NAME, "get")} | {
+    read = {(MODULE.group, MODULE.plural, MODULE_NAME, "get")} | {
         (CRD.group, CRD.plural, crd_name(kind), "get")
         for kind in (kinds.VIRTUAL_MACHINE_OPERATION, kinds.VIRTUAL_DISK_SNAPSHOT)
     }
+    assert read == DETECTION_READS
 
 
 def test_the_webhook_only_reads_the_kinds_the_rules_read(rendered: Rendered) -> None:
