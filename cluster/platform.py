@@ -55,6 +55,8 @@ CRD = KindInfo(
     "CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False
 )
 MODULE_NAME = "virtualization"
+# The CRDs whose schemas tell older releases apart (what RBAC grants `get` on, by name).
+DETECTION_CRDS = (kinds.VIRTUAL_MACHINE_OPERATION, kinds.VIRTUAL_DISK_SNAPSHOT)
 # Every read of the detection is a single small GET.
 DETECTION_TIMEOUT = 5.0
 
@@ -129,6 +131,7 @@ def _spec_properties(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _read_crd(api: KubeApi, kind: str) -> dict[str, Any] | None:
     """The CRD, or None when it cannot be read (absent, or not allowed)."""
+    assert kind in DETECTION_CRDS, kind  # RBAC grants these only
     try:
         return api.get(CRD.kind, None, crd_name(kind))
     except ApiError as error:

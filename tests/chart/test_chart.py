@@ -524,11 +524,11 @@ def named_grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
 
 def test_detection_reads_are_the_ones_cluster_platform_makes() -> None:
     """The names granted are the Module and CRDs cluster/platform.py reads."""
-    from cluster.platform import CRD, MODULE, MODULE_NAME, crd_name
+    from cluster.platform import CRD, DETECTION_CRDS, MODULE, MODULE_NAME, crd_name
 
     read = {(MODULE.group, MODULE.plural, MODULE_NAME, "get")} | {
         (CRD.group, CRD.plural, crd_name(kind), "get")
-        for kind in (kinds.VIRTUAL_MACHINE_OPERATION, kinds.VIRTUAL_DISK_SNAPSHOT)
+        for kind in DETECTION_CRDS
     }
     assert read == DETECTION_READS
 
