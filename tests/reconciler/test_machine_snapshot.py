@@ -254,12 +254,14 @@ def test_pending_changes_wait_unless_the_policy_turns_the_rule_off(
     vm["status"]["restartAwaitingChanges"] = [{"operation": "replace", "path": "cpu.cores"}]
     o.seed(kubeapi, vm)
     api.create(o.machine_snapshot("vms1"))
-    make_reconciler().run_until_idle()
+    # vms-pending-changes applies before v1.1 only.
+    make_reconciler(engine=Engine(PolicyConfig.model_validate({"platformVersion": "1.0"}))).run_until_idle()
     ready = o.condition_of(kubeapi, VMS, "vms1", "VirtualMachineSnapshotReady")
     assert (o.phase(kubeapi, VMS, "vms1"), ready["reason"], ready["message"]) == (
         "Pending", "RestartAwaitingChanges",
         'Waiting for the restart and approval of changes to virtual machine "vm1" before taking the snapshot.')
 
-    relaxed = Engine(PolicyConfig(rules={"vms-pending-changes": Action.OFF}))
+    relaxed = Engine(PolicyConfig.model_validate(
+        {"rules": {"vms-pending-changes": Action.OFF.value}, "platformVersion": "1.0"}))
     make_reconciler(engine=relaxed).run_until_idle()
     assert o.phase(kubeapi, VMS, "vms1") == "InProgress"

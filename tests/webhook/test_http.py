@@ -200,8 +200,10 @@ class TestDecisions:
         body = result.get_json()
         assert (body["apiVersion"], body["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
 
-    def test_warn_rule_adds_a_warning(self, webhook: WebhookUnderTest) -> None:
-        """A disk whose storage class has no default VolumeSnapshotClass: allowed, warned."""
+    def test_warn_rule_adds_a_warning(self, make_webhook: Callable[..., WebhookUnderTest]) -> None:
+        """A disk whose storage class has no default VolumeSnapshotClass: allowed, warned
+        (up to v0.23; from v0.24 snapshot-class-default denies)."""
+        webhook = make_webhook({"platformVersion": "0.23"})
         answer = response_of(webhook.post("/validate", review(spec={"virtualDiskName": "d3"})))
         assert answer["allowed"] is True
         assert [w.split(":")[0] for w in answer["warnings"]] == ["snapshot-class-default"]
