@@ -172,6 +172,22 @@ class KubeApi:
             raise
         return result
 
+    def served_resources(self, group_version: str) -> set[str] | None:
+        """The resources (plurals, no subresources) the server serves in a group
+        version, from discovery; None when it does not serve the group version."""
+        path = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
+        try:
+            listing: dict[str, Any] = self._call("GET", path)
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+        return {
+            str(entry.get("name"))
+            for entry in listing.get("resources") or []
+            if isinstance(entry, dict) and "/" not in str(entry.get("name", "/"))
+        }
+
     def list_page(
         self,
         kind: str,

@@ -3,12 +3,15 @@ cluster (a state dump or a live list) instead of one admission request.
 
 Three parts, all read from one `ClusterView`:
 
-* **results** — every VirtualDiskSnapshot, VirtualMachineSnapshot and
-  VirtualMachineRestore that has not finished (phase empty, `Pending` or `InProgress`),
-  and every VirtualDisk created from a snapshot that has not been provisioned yet,
-  decided by the engine as if it were created now (a CREATE of the stored object);
+* **results** — every VirtualDiskSnapshot, VirtualMachineSnapshot,
+  VirtualMachineRestore, governed VirtualMachineOperation (Restore, Clone) and
+  VirtualMachineSnapshotOperation that has not finished (phase empty, `Pending` or
+  `InProgress`), and every VirtualDisk created from a snapshot that has not been
+  provisioned yet, decided by the engine as if it were created now (a CREATE of the
+  stored object);
 * **findings** — facts about finished objects the platform will not fix by itself:
-  `snapshot-lost`, `snapshot-failed`, `snapshot-stuck`, `restore-failed`;
+  `snapshot-lost`, `snapshot-failed`, `snapshot-stuck`, `restore-failed`,
+  `operation-failed`;
 * **preflight** (on request) — for each VirtualMachine, whether a consistent
   VirtualMachineSnapshot of it would be admitted now.
 
@@ -35,8 +38,10 @@ from .models import (
     VirtualDisk,
     VirtualDiskSnapshot,
     VirtualMachine,
+    VirtualMachineOperation,
     VirtualMachineRestore,
     VirtualMachineSnapshot,
+    VirtualMachineSnapshotOperation,
     VolumeSnapshot,
 )
 from .view import ClusterView
@@ -47,6 +52,7 @@ SNAPSHOT_LOST = "snapshot-lost"
 SNAPSHOT_FAILED = "snapshot-failed"
 SNAPSHOT_STUCK = "snapshot-stuck"
 RESTORE_FAILED = "restore-failed"
+OPERATION_FAILED = "operation-failed"
 
 
 @dataclass(frozen=True)
@@ -78,12 +84,20 @@ FINDING_RULES: dict[str, FindingRule] = {
         ),
         FindingRule(
             SNAPSHOT_STUCK,
-            "a snapshot Pending or InProgress for longer than --stuck-after since its creation",
+            "a snapshot, restore operation or snapshot operation Pending or InProgress for "
+            "longer than --stuck-after since its creation",
             "medium",
         ),
         FindingRule(
             RESTORE_FAILED,
             "a VirtualMachineRestore in phase Failed, with the reason the platform recorded",
+            "medium",
+        ),
+        FindingRule(
+            OPERATION_FAILED,
+            "a VirtualMachineOperation of type Restore or Clone, or a "
+            "VirtualMachineSnapshotOperation, in phase Failed, with the reason the platform "
+            "recorded and each failed item of status.resources",
             "medium",
         ),
     )
@@ -104,6 +118,8 @@ READY_CONDITION = {
     kinds.VIRTUAL_DISK_SNAPSHOT: "VirtualDiskSnapshotReady",
     kinds.VIRTUAL_MACHINE_SNAPSHOT: "VirtualMachineSnapshotReady",
     kinds.VIRTUAL_MACHINE_RESTORE: "VirtualMachineRestoreReady",
+    kinds.VIRTUAL_MACHINE_OPERATION: "Completed",
+    kinds.VIRTUAL_MACHINE_SNAPSHOT_OPERATION: "Completed",
 }
 # Reasons that mean the snapshot's data is gone (VDS: `Lost`, VMS:
 # `VirtualDiskSnapshotLost`): such a Failed snapshot can never be used again.
@@ -528,6 +544,42 @@ class _Auditor:
         elif phase == "Ready":
             self.passed(obj, RESTORE_FAILED)
 
+    def audit_operation(self, obj: VirtualMachineOperation | VirtualMachineSnapshotOperation) -> None:
+        if obj.deleting or obj.phase == "Terminating":
+            return
+        if isinstance(obj, VirtualMachineOperation) and obj.spec.type not in kinds.GOVERNED_OPERATION_TYPES:
+            return  # Start, Stop, Migrate...: not the product's business
+        phase = obj.phase
+        if phase in UNFINISHED_PHASES:
+            decision = self.decide(obj)
+            self.check_stuck(obj, decision)
+        elif phase == "Failed":
+            self.operation_failed(obj)
+        elif phase == "Completed":
+            self.passed(obj, OPERATION_FAILED)
+
+    def operation_failed(self, obj: VirtualMachineOperation | VirtualMachineSnapshotOperation) -> None:
+        reason, _ = _recorded(obj)
+        if isinstance(obj, VirtualMachineOperation):
+            what = f'{obj.spec.type} of virtual machine "{obj.spec.virtual_machine_name or "?"}"'
+        else:
+            what = f'{obj.spec.type or "operation"} from snapshot "{obj.snapshot_name or "?"}"'
+        failed = [
+            f'{item.kind or "?"} "{item.name or "?"}"'
+            + (f": {item.message.strip().rstrip('.')}" if item.message and item.message.strip() else "")
+            for item in obj.status.resources
+            if item.status == "Failed"
+        ]
+        items = f"; failed resources: {'; '.join(failed)}" if failed else ""
+        self.finding(
+            obj,
+            OPERATION_FAILED,
+            f'{obj.KIND} "{obj.name}" ({what}) failed: {_recorded_text(obj)}{items}; a failed '
+            "operation does not resume: fix the cause, delete it and create a new one (mode "
+            "DryRun reports every problem without changing anything)",
+            reason,
+        )
+
     def audit_disk(self, obj: VirtualDisk) -> None:
         if obj.snapshot_source is None or obj.deleting:
             return
@@ -576,7 +628,8 @@ def audit(
     preflight: bool,
     namespaces: set[str] | None,
 ) -> AuditReport:
-    """Audit the view's snapshots, restores and disks from snapshots (and with
+    """Audit the view's snapshots, restores, restore and snapshot operations and disks
+    from snapshots (and with
     `preflight`, its virtual machines) in `namespaces` (None: every namespace)."""
     auditor = _Auditor(engine, view, now=now, stuck_after=stuck_after, namespaces=namespaces)
     disk_snapshots: Iterable[VirtualDiskSnapshot] = _objects(view, VirtualDiskSnapshot, namespaces)
@@ -586,6 +639,10 @@ def audit(
         auditor.audit_snapshot(machine_snapshot)
     for restore in _objects(view, VirtualMachineRestore, namespaces):
         auditor.audit_restore(restore)
+    for operation in _objects(view, VirtualMachineOperation, namespaces):
+        auditor.audit_operation(operation)
+    for snapshot_operation in _objects(view, VirtualMachineSnapshotOperation, namespaces):
+        auditor.audit_operation(snapshot_operation)
     for disk in _objects(view, VirtualDisk, namespaces):
         auditor.audit_disk(disk)
     entries: list[PreflightEntry] | None = None

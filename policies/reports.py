@@ -6,7 +6,7 @@ One `PolicyReport` per namespace, named `dvp-snapguard`, with one result per
 
 * the rules of each unfinished object decided now (policy `dvp-snapguard`);
 * the finding checks (`snapshot-lost`, `snapshot-failed`, `snapshot-stuck`,
-  `restore-failed`, policy `dvp-snapguard`): a finding is a `fail`;
+  `restore-failed`, `operation-failed`, policy `dvp-snapguard`): a finding is a `fail`;
 * with a preflight, the rules of the consistent VirtualMachineSnapshot each VM would get
   (policy `dvp-snapguard-preflight`, the resource is the VirtualMachine).
 

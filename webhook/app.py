@@ -262,6 +262,8 @@ class AdmissionHandler:
         return _json_response(
             {
                 "ready": ready,
+                # The platform version decisions are made for (SPEC, "Platform versions").
+                "platformVersion": str(self.engine.platform),
                 "certificates": {"ok": cert_ok, "reason": cert_reason},
                 "view": {"ok": view_ok, "reason": view_reason},
             },

@@ -1,11 +1,17 @@
 """The ValidatingWebhookConfiguration and MutatingWebhookConfiguration that route the
 API server's admission calls to the webhook.
 
-The rules are derived, not written by hand: validation covers exactly the kinds and
-operations of the rule catalogue, defaulting exactly the kinds that have defaults (on
-CREATE, the only operation defaults apply to), with resources and groups from
-`policies.kinds`. A rule added to the catalogue for a new kind or operation is routed
-to the webhook without touching this file.
+The rules are derived, not written by hand: validation covers the kinds and operations
+of the rule catalogue plus every governed kind on the operations SPEC governs it on
+(CREATE, and UPDATE for `spec-immutable`), defaulting exactly the kinds that have
+defaults (on CREATE, the only operation defaults apply to), with resources and groups
+from `policies.kinds`. A rule added to the catalogue for a new kind or operation is
+routed to the webhook without touching this file.
+
+VirtualMachineOperations are registered with a `matchConditions` entry (CEL, evaluated
+by the API server) so that only the governed types (`Restore`, `Clone`) reach the
+webhook: Start/Stop/Migrate traffic never waits on it, nor fails with it when it is
+down. matchConditions are beta and on by default from Kubernetes 1.28 (GA in 1.30).
 
 Pure: returns plain dictionaries; the caller serialises them.
 """
@@ -28,15 +34,56 @@ FAILURE_POLICIES = ("Fail", "Ignore")
 TIMEOUT_SECONDS = 5
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 _OPERATION_ORDER = [op.value for op in Operation]
+# SPEC governs the CREATE of these kinds and their UPDATE (`spec-immutable`); registered
+# whether or not a rule of the catalogue decides them yet, so the configuration never
+# lags behind the contract.
+_CREATE_AND_UPDATE = (*kinds.SNAPSHOT_KINDS, *kinds.OPERATION_KINDS)
+OPERATION_TYPE_CONDITION = "governed-operation-types"
 
 
 def validated_operations() -> dict[str, list[str]]:
-    """kind -> operations some rule of the catalogue decides."""
+    """kind -> operations some rule of the catalogue decides, or SPEC governs."""
     operations: dict[str, set[str]] = defaultdict(set)
+    for kind in _CREATE_AND_UPDATE:
+        operations[kind].update((Operation.CREATE.value, Operation.UPDATE.value))
     for rule in CATALOGUE.values():
         for kind in rule.kinds:
             operations[kind].update(op.value for op in rule.operations)
     return {kind: sorted(ops, key=_OPERATION_ORDER.index) for kind, ops in operations.items()}
+
+
+def _governed_type(variable: str) -> str:
+    types = ", ".join(f"'{t}'" for t in kinds.GOVERNED_OPERATION_TYPES)
+    return (
+        f"has({variable}.spec) && has({variable}.spec.type)"
+        f" && {variable}.spec.type in [{types}]"
+    )
+
+
+def operation_type_expression() -> str:
+    """CEL: true unless the request is for a VirtualMachineOperation of a type the
+    product does not govern.
+
+    Safe for every operation: `object` is null on DELETE and `oldObject` on CREATE, so
+    each is read only on the operations that carry it (a CEL error would count as a
+    webhook failure under failurePolicy Fail). An UPDATE is sent when either side is
+    governed, so a change of `spec.type` away from Restore/Clone still meets
+    `spec-immutable`."""
+    plural = kinds.KINDS[kinds.VIRTUAL_MACHINE_OPERATION].plural
+    return (
+        f"request.resource.resource != '{plural}'"
+        f" || (request.operation in ['CREATE', 'UPDATE'] && {_governed_type('object')})"
+        f" || (request.operation in ['UPDATE', 'DELETE'] && {_governed_type('oldObject')})"
+    )
+
+
+def match_conditions(rules: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The matchConditions of a webhook with these rules: the operation-type filter
+    when VirtualMachineOperations are among them, else none."""
+    plural = kinds.KINDS[kinds.VIRTUAL_MACHINE_OPERATION].plural
+    if not any(plural in rule["resources"] for rule in rules):
+        return []
+    return [{"name": OPERATION_TYPE_CONDITION, "expression": operation_type_expression()}]
 
 
 def defaulted_operations() -> dict[str, list[str]]:
@@ -78,6 +125,7 @@ def _webhook(
     }
     if ca_bundle:
         client_config["caBundle"] = base64.b64encode(ca_bundle).decode()
+    conditions = match_conditions(rules)
     return {
         "name": name,
         "admissionReviewVersions": ["v1"],
@@ -94,6 +142,7 @@ def _webhook(
                 {"key": NAMESPACE_LABEL, "operator": "NotIn", "values": [namespace]}
             ]
         },
+        **({"matchConditions": conditions} if conditions else {}),
     }
 
 

@@ -32,7 +32,7 @@ from policies.view import ClusterView
 
 from ..errors import UsageError, report
 from ..output import AUDIT_FORMATS, AuditOutput, Location, Result, render_audit
-from ..policyfile import add_policy_arguments, policy_from_args
+from ..policyfile import add_policy_arguments, platform_for, platform_version_arg, read_policy
 
 if TYPE_CHECKING:  # imported at run time only for a live cluster
     from cluster.paged import Cluster
@@ -248,13 +248,25 @@ def _read_live(args: argparse.Namespace) -> tuple[Cluster, Any, str | None]:
     return cluster, read, namespace
 
 
+def _detector(cluster: Cluster) -> Callable[[], tuple[PlatformVersion, str]]:
+    def detect() -> tuple[PlatformVersion, str]:
+        from cluster.api import KubeApi
+        from cluster.platform import detect_platform
+
+        found = detect_platform(KubeApi(cluster.api_client))
+        return found.version, found.describe()
+
+    return detect
+
+
 def run(args: argparse.Namespace) -> int:
     from_cluster = not args.state
     cluster: Cluster | None = None
     live_read: Any = None
     try:
         _check_usage(args)
-        engine = Engine(policy_from_args(args))
+        policy = read_policy(args.policy)
+        platform_version_arg(args)  # a bad --platform-version fails before the cluster is read
         if from_cluster:
             from cluster.paged import ClusterError
 
@@ -271,6 +283,12 @@ def run(args: argparse.Namespace) -> int:
             source = _from_files(args.state)
             scope = args.namespace or None
             namespaces = {args.namespace} if args.namespace else None
+        # The cluster's version is read (and said on stderr) only when neither the flag
+        # nor the policy file states one; state files have no cluster to ask.
+        policy, platform_line = platform_for(
+            args, policy, _detector(cluster) if cluster is not None else None
+        )
+        engine = Engine(policy)
     except (InputError, UsageError) as error:
         return _error(str(error))
 
@@ -301,5 +319,7 @@ def run(args: argparse.Namespace) -> int:
         except ClusterError as error:
             return _error(str(error))
 
+    if cluster is not None:
+        print(f"snapguard: {platform_line}", file=sys.stderr)
     print(render_audit(args.output, _placed(report, source.locate, engine.platform)))
     return EXIT_FAILED if report.summary.failed else EXIT_OK

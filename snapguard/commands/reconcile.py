@@ -27,7 +27,9 @@ from typing import Any
 from cluster.api import KubeApi
 from cluster.config import ClusterConfigError, ClusterTarget, api_client
 from cluster.leases import LeaseApi
+from cluster.platform import detect_platform
 from policies.engine import Engine
+from policies.platform import PlatformVersion
 from reconciler.leader import (
     DEFAULT_LEASE_DURATION,
     DEFAULT_RENEW_DEADLINE,
@@ -37,7 +39,7 @@ from reconciler.leader import (
 from reconciler.loop import DEFAULT_POLL_INTERVAL, DEFAULT_RESYNC_PERIOD, Reconciler
 
 from ..errors import UsageError
-from ..policyfile import add_policy_arguments, policy_from_args
+from ..policyfile import add_policy_arguments, platform_for, platform_version_arg, read_policy
 
 DEFAULT_LEASE_NAME = "dvp-snapguard-reconciler"
 
@@ -113,11 +115,22 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> Reconciler:
-    engine = Engine(policy_from_args(args))
+    policy = read_policy(args.policy)
+    platform_version_arg(args)  # a bad --platform-version fails before the cluster is asked
     try:
         api = KubeApi(api_client(ClusterTarget(args.kubeconfig, args.context)))
     except ClusterConfigError as error:
         raise UsageError(str(error)) from None
+
+    def detect() -> tuple[PlatformVersion, str]:
+        found = detect_platform(api)
+        return found.version, found.describe()
+
+    # The engine re-checks restores right before executing them: for the version the
+    # cluster runs, unless the flag or the policy file says otherwise.
+    policy, platform_line = platform_for(args, policy, detect)
+    log.info("%s", platform_line)
+    engine = Engine(policy)
     elector = None
     if args.leader_elect:
         namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or args.namespace or "default"

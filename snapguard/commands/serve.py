@@ -30,12 +30,14 @@ from certs.authority import CA_KEY_FILE, CertPaths, ensure_certificates
 from certs.errors import CertificateError
 from certs.tlscontext import ServerContextCache
 from cluster.statefiles import InputError, load_state
+from policies.platform import PlatformVersion
 
 from ..errors import UsageError
-from ..policyfile import add_policy_arguments, policy_from_args
+from ..policyfile import add_policy_arguments, policy_for_cluster
 from .certs import default_cert_dir
 
 if TYPE_CHECKING:
+    from cluster.config import ClusterTarget
     from webhook.viewsource import ViewSource
 
 DEFAULT_HOST = "127.0.0.1"
@@ -89,6 +91,41 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def cluster_target_for(args: argparse.Namespace) -> ClusterTarget | None:
+    """The cluster the view comes from, or None for `--state` files (see
+    `view_source_for`). Raises UsageError for conflicting flags."""
+    from cluster.config import ClusterTarget, in_cluster
+
+    explicit = bool(args.kubeconfig or args.context)
+    if explicit and args.state:
+        raise UsageError(
+            "--state and --kubeconfig/--context are two sources of the view: serve either "
+            "state files or a cluster"
+        )
+    if explicit or (in_cluster() and not args.state):
+        return ClusterTarget(args.kubeconfig, args.context)
+    return None
+
+
+def platform_detector(target: ClusterTarget | None) -> Callable[[], tuple[PlatformVersion, str]] | None:
+    """What the cluster says its platform version is (cluster.platform), read in the
+    master before gunicorn forks, through a client of its own."""
+    if target is None:
+        return None
+
+    def detect() -> tuple[PlatformVersion, str]:
+        from cluster.config import ClusterConfigError
+        from cluster.platform import detect_platform_of
+
+        try:
+            found = detect_platform_of(target)
+        except ClusterConfigError as error:
+            raise UsageError(str(error)) from None
+        return found.version, found.describe()
+
+    return detect
+
+
 def view_source_for(args: argparse.Namespace) -> ViewSource:
     """Where the webhook's view comes from.
 
@@ -106,22 +143,17 @@ def view_source_for(args: argparse.Namespace) -> ViewSource:
 
     Raises InputError for unusable state files, UsageError for an unusable cluster
     configuration or conflicting flags."""
-    from cluster.config import ClusterConfigError, ClusterTarget, api_client, in_cluster
+    from cluster.config import ClusterConfigError, api_client
 
-    explicit = bool(args.kubeconfig or args.context)
     if args.staleness_bound is not None and args.staleness_bound <= 0:
         raise UsageError(f"--staleness-bound must be positive, got {args.staleness_bound:g}")
-    if explicit and args.state:
-        raise UsageError(
-            "--state and --kubeconfig/--context are two sources of the view: serve either "
-            "state files or a cluster"
-        )
-    if explicit or (in_cluster() and not args.state):
+    target = cluster_target_for(args)
+    if target is not None:
         from cluster.api import KubeApi
         from cluster.watchcache import DEFAULT_STALENESS_BOUND, WatchCache
 
         try:
-            client = api_client(ClusterTarget(args.kubeconfig, args.context))
+            client = api_client(target)
         except ClusterConfigError as error:
             raise UsageError(str(error)) from None
         bound = args.staleness_bound if args.staleness_bound is not None else DEFAULT_STALENESS_BOUND
@@ -217,10 +249,11 @@ def _positive(name: str, value: int | None) -> None:
         raise UsageError(f"--{name} must be at least 1, got {value}")
 
 
-def _print_instructions(host: str, port: int, paths: CertPaths) -> None:
+def _print_instructions(host: str, port: int, paths: CertPaths, platform_line: str) -> None:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"https://{'[' + shown + ']' if ':' in shown else shown}:{port}"
     print(f"snapguard: serving the admission webhook on {base} (/validate, /mutate, /healthz, /readyz, /metrics)")
+    print(f"snapguard: {platform_line}")
     if paths.ca_cert.exists():
         print(f"snapguard: CA certificate: {paths.ca_cert}")
     else:
@@ -238,8 +271,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
         _positive("workers", args.workers)
         _positive("threads", args.threads)
-        policy = policy_from_args(args)
         view_source = view_source_for(args)
+        policy, platform_line = policy_for_cluster(args, platform_detector(cluster_target_for(args)))
         paths = _certificates(args)
         _check_port(args.host, args.port)
     except (UsageError, InputError, CertificateError) as error:
@@ -286,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         options,
         on_worker_start=start if callable(start) else None,
     )
-    _print_instructions(args.host, args.port, paths)
+    _print_instructions(args.host, args.port, paths, platform_line)
     master = os.getpid()
     code: int = 0
     try:

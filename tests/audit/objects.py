@@ -122,3 +122,33 @@ def healthy_namespace(namespace: str = "ns1") -> list[Obj]:
         pvc("pvc-d1", namespace),
         vm("vm1", namespace, phase="Stopped", agent=False, disks=("d1",)),
     ]
+
+
+def operation(name: str, namespace: str = "ns1", *, type_: str = "Restore", vm_name: str = "vm1",
+              snapshot: str = "vms1", phase: str = "Pending", created: str | None = "2025-06-01T11:50:00Z",
+              conditions: list[Obj] | None = None, resources: list[Obj] | None = None) -> Obj:
+    """A VirtualMachineOperation (v1.10 shape) of type Restore, Clone or another type."""
+    spec: Obj = {"type": type_, "virtualMachineName": vm_name}
+    if type_ == "Restore":
+        spec["restore"] = {"mode": "Strict", "virtualMachineSnapshotName": snapshot}
+    elif type_ == "Clone":
+        spec["clone"] = {"mode": "Strict", "customization": {"namePrefix": "copy-"}}
+    return {"apiVersion": DVP, "kind": "VirtualMachineOperation",
+            "metadata": _meta(name, namespace, created, uid=f"uid-{name}"), "spec": spec,
+            "status": {"phase": phase, "conditions": conditions or [], "resources": resources or []}}
+
+
+def snapshot_operation(name: str, namespace: str = "ns1", *, snapshot: str = "vms1", phase: str = "Pending",
+                       created: str | None = "2025-06-01T11:50:00Z", conditions: list[Obj] | None = None,
+                       resources: list[Obj] | None = None) -> Obj:
+    """A VirtualMachineSnapshotOperation of type CreateVirtualMachine."""
+    return {"apiVersion": DVP, "kind": "VirtualMachineSnapshotOperation",
+            "metadata": _meta(name, namespace, created, uid=f"uid-{name}"),
+            "spec": {"type": "CreateVirtualMachine", "virtualMachineSnapshotName": snapshot,
+                     "createVirtualMachine": {"mode": "Strict", "customization": {"nameSuffix": "-copy"}}},
+            "status": {"phase": phase, "conditions": conditions or [], "resources": resources or []}}
+
+
+def resource_status(kind: str, name: str, status: str, message: str) -> Obj:
+    """One item of an operation's status.resources."""
+    return {"apiVersion": DVP, "kind": kind, "name": name, "status": status, "message": message}

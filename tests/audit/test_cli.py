@@ -217,7 +217,7 @@ class TestOutputs:
         run_ = json.loads(out)["runs"][0]
         rule_ids = {r["id"] for r in run_["tool"]["driver"]["rules"]}
         assert {"snapshot-lost", "snapshot-failed", "snapshot-stuck", "restore-failed",
-                "vds-consistency"} <= rule_ids
+                "operation-failed", "vds-consistency"} <= rule_ids
         results = {(r["ruleId"], r["level"]) for r in run_["results"]}
         assert results >= {("vds-consistency", "error"), ("snapshot-lost", "error"),
                            ("snapshot-stuck", "error"), ("snapshot-failed", "error"),

@@ -186,7 +186,8 @@ def test_kind_not_read_is_a_note(kubeapi: KubeAPIServer, kubeconfig: str, status
     kubeapi.fail_next("list", "virtualmachinerestores", code=status)
     code, out, err = run(capsys, "--kubeconfig", kubeconfig, "-A", "-o", "json")
     assert code == 1 and json.loads(out)["findings"]
-    notes = [line for line in err.splitlines() if "VirtualMachineRestore" in line]
+    notes = [line for line in err.splitlines()
+             if "VirtualMachineRestore" in line and not line.startswith("snapguard: platform: ")]
     assert len(notes) == 1
     assert notes[0].startswith("snapguard: note: ") and why in notes[0]
 
@@ -270,3 +271,22 @@ def test_no_cluster_and_no_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     code, _, err = run(capsys)
     assert code == 2 and err.count("\n") == 1 and "--state" in err
+
+
+def test_the_platform_version_is_read_from_the_cluster(
+        kubeapi: KubeAPIServer, kubeconfig: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """No flag, no policy file: the virtualization Module's version decides, said on
+    stderr and in the report."""
+    kubeapi.put_object({"apiVersion": "deckhouse.io/v1alpha1", "kind": "Module",
+                        "metadata": {"name": "virtualization"}, "properties": {"version": "v1.8.2"}})
+    _, out, err = run(capsys, "--kubeconfig", kubeconfig, "-A", "-o", "json")
+    assert json.loads(out)["platformVersion"] == "1.8"
+    assert "snapguard: platform: v1.8 (from the virtualization module's version v1.8.2)\n" in err
+
+
+def test_the_platform_version_flag_wins_without_asking_the_cluster(
+        kubeapi: KubeAPIServer, kubeconfig: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, err = run(capsys, "--kubeconfig", kubeconfig, "-A", "-o", "json", "--platform-version", "0.22")
+    assert json.loads(out)["platformVersion"] == "0.22"
+    assert "snapguard: platform: v0.22 (from --platform-version)\n" in err
+    assert not listed_paths(kubeapi, "/apis/deckhouse.io/")

@@ -45,8 +45,9 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "dvp-snapguard"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 RELEASE = "snapguard"
 NAMESPACE = "d8-snapguard"
-# The oldest and the newest Kubernetes that kubernetes-validate has schemas for.
-KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+# The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion: matchConditions)
+# and the newest that kubernetes-validate has schemas for.
+KUBE_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 # Kinds from CRDs: no schema in kubernetes-validate; these and only these may appear.
 CRD_KINDS = {
     ("cert-manager.io/v1", "Issuer"),
@@ -381,6 +382,28 @@ def test_webhook_configurations_are_what_snapguard_webhook_config_prints(
         assert ours["metadata"]["labels"].items() >= expected["metadata"]["labels"].items()
 
 
+def test_the_chart_registers_the_governed_resources_and_the_operation_filter(
+    rendered: Rendered,
+) -> None:
+    """Virtual disks on CREATE; snapshots, restores, VirtualMachineOperations and
+    VirtualMachineSnapshotOperations on CREATE and UPDATE; virtualmachineoperations
+    filtered to Restore and Clone by a matchConditions entry, which needs Kubernetes
+    1.28 (Chart.yaml says so)."""
+    (webhook,) = rendered.one("ValidatingWebhookConfiguration")["webhooks"]
+    routes = {
+        (resource, op) for rule in webhook["rules"] for resource in rule["resources"] for op in rule["operations"]
+    }
+    governed = ("virtualdisksnapshots", "virtualmachinesnapshots", "virtualmachinerestores",
+                "virtualmachineoperations", "virtualmachinesnapshotoperations")
+    assert routes == {(r, op) for r in governed for op in ("CREATE", "UPDATE")} | {("virtualdisks", "CREATE")}
+    (condition,) = webhook["matchConditions"]
+    assert condition["name"] == "governed-operation-types"
+    assert "'virtualmachineoperations'" in condition["expression"]
+    assert condition["expression"].count("['Restore', 'Clone']") == 2
+    assert not {"Start", "Stop", "Migrate"} & set(re.findall(r"'(\w+)'", condition["expression"]))
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == ">=1.28.0-0"
+
+
 def test_webhook_configurations_match_the_cli_output(
     default: Rendered, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -477,13 +500,48 @@ def bindings_of(rendered: Rendered, service_account: str) -> set[tuple[str, str]
     return bound
 
 
+# Platform version detection (cluster/platform.py): get by name, nothing more.
+DETECTION_READS = {
+    ("deckhouse.io", "modules", "virtualization", "get"),
+    ("apiextensions.k8s.io", "customresourcedefinitions",
+     "virtualmachineoperations.virtualization.deckhouse.io", "get"),
+    ("apiextensions.k8s.io", "customresourcedefinitions",
+     "virtualdisksnapshots.virtualization.deckhouse.io", "get"),
+}
+
+
+def named_grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """(group, resource, name, verb) for every rule with resourceNames."""
+    return {
+        (group, resource, name, verb)
+        for rule in rules
+        for name in rule.get("resourceNames") or []
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_detection_reads_are_the_ones_cluster_platform_makes() -> None:
+    """The names granted are the Module and CRDs cluster/platform.py reads."""
+    from cluster.platform import CRD, DETECTION_CRDS, MODULE, MODULE_NAME, crd_name
+
+    read = {(MODULE.group, MODULE.plural, MODULE_NAME, "get")} | {
+        (CRD.group, CRD.plural, crd_name(kind), "get")
+        for kind in DETECTION_CRDS
+    }
+    assert read == DETECTION_READS
+
+
 def test_the_webhook_only_reads_the_kinds_the_rules_read(rendered: Rendered) -> None:
     """get/list/watch, nothing else, on exactly the kinds of policies.models.MODELS,
-    and no other role bound to its ServiceAccount."""
+    get on the objects the platform version is detected from, and no other role bound
+    to its ServiceAccount."""
     name = f"{rendered.fullname}-webhook"
     rules = rules_of(rendered, "ClusterRole", name)
-    assert all(set(rule["verbs"]) <= READ_VERBS and not rule.get("resourceNames") for rule in rules)
+    assert all(set(rule["verbs"]) <= READ_VERBS for rule in rules)
     assert grants(rules) == {(g, r, v) for g, r in model_resources() for v in READ_VERBS}
+    assert named_grants(rules) == DETECTION_READS
     assert bindings_of(rendered, name) == {("ClusterRole", name)}
     deployment = rendered.named("Deployment", "-webhook")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
@@ -548,6 +606,7 @@ def test_the_reconciler_writes_only_what_it_creates(rendered: Rendered) -> None:
     granted = grants(rules)
     assert not any("*" in part for grant in granted for part in grant)
     assert {(g, r) for g, r, v in granted if v in READ_VERBS} == model_resources()
+    assert named_grants(rules) == DETECTION_READS
     writes: dict[tuple[str, str], set[str]] = {}
     for group, resource, verb in granted:
         if verb not in READ_VERBS:

@@ -18,7 +18,9 @@ What it does, as kube-apiserver does:
     (rules, namespace/object selectors, HTTPS with caBundle, timeouts, failurePolicy,
     sideEffects, JSONPatch, warnings), Status error bodies with the real reasons and messages;
   * test hooks: fail_next(), expire_history(), drop_watches(), stop()/start() on the same port,
-    put_object()/get_object()/objects(), admission_log and request_log.
+    put_object()/get_object()/objects(), admission_log and request_log; `omit=` serves a
+    subset of RESOURCES (an older or newer platform: no VirtualMachineRestore, no
+    VirtualMachineSnapshotOperation, no Deckhouse Module).
 
 What it deliberately does not do: authentication/authorization (every caller is
 `kubernetes-admin`, or whoever the Impersonate-User header names), OpenAPI schema validation,
@@ -47,7 +49,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,7 +60,7 @@ import jsonpatch
 import yaml
 
 Obj = dict[str, Any]
-BUILTIN_GROUPS = {"", "storage.k8s.io", "coordination.k8s.io", "admissionregistration.k8s.io"}
+BUILTIN_GROUPS = {"", "storage.k8s.io", "coordination.k8s.io", "admissionregistration.k8s.io", "apiextensions.k8s.io"}
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,11 @@ RESOURCES: list[Resource] = [
     R("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", namespaced=False),
     R("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", namespaced=False),
     R("wgpolicyk8s.io", "v1alpha2", "policyreports", "PolicyReport", short_names=("polr",)),
+    # Deckhouse's module objects (the virtualization module's version) and the CRDs
+    # themselves (which vmop types the platform accepts): what platform detection reads.
+    R("deckhouse.io", "v1alpha1", "modules", "Module", namespaced=False, status=True),
+    R("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False,
+      status=True, short_names=("crd", "crds")),
 ]
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -393,7 +400,13 @@ class KubeAPIServer:
     """In-memory kube-apiserver; use as a context manager or call start()/stop()."""
 
     def __init__(self, *, port: int = 0, history_size: int = 1000, bookmark_interval: float = 1.0,
-                 watch_timeout: float = 1800.0, gc_interval: float = 0.05):
+                 watch_timeout: float = 1800.0, gc_interval: float = 0.05, omit: Collection[str] = ()):
+        """`omit`: plurals of RESOURCES this server does not serve (absent from discovery,
+        404 on every path), e.g. {"virtualmachinerestores"} for a platform from v1.9."""
+        unknown = set(omit) - {r.plural for r in RESOURCES}
+        if unknown:
+            raise ValueError(f"omit: not resources of this server: {sorted(unknown)}")
+        self.resources = [r for r in RESOURCES if r.plural not in omit]
         self.port = port
         self.history_size = history_size
         self.bookmark_interval = bookmark_interval  # seconds between BOOKMARKs, when requested
@@ -403,7 +416,7 @@ class KubeAPIServer:
         self.service_urls: dict[tuple[str, str], str] = {}  # (ns, svc) -> "https://127.0.0.1:PORT"
         self.admission_log: list[Obj] = []  # every AdmissionReview sent
         self.request_log: list[tuple[str, str]] = []  # (method, path?query)
-        self._store: dict[Resource, dict[tuple[str, str], Obj]] = {r: {} for r in RESOURCES}
+        self._store: dict[Resource, dict[tuple[str, str], Obj]] = {r: {} for r in self.resources}
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._rv = 1
@@ -501,7 +514,7 @@ class KubeAPIServer:
 
     def resource(self, name: str) -> Resource:
         """Look a Resource up by plural, "plural.group", kind or short name."""
-        for r in RESOURCES:
+        for r in self.resources:
             if name in (r.plural, r.qualified, r.kind, *r.short_names):
                 return r
         raise KeyError(name)
@@ -509,7 +522,9 @@ class KubeAPIServer:
     def put_object(self, obj: Obj) -> Obj:
         """Store an object as is (status included), bypassing admission; emits a watch event."""
         group, _, version = obj["apiVersion"].rpartition("/")
-        res = next(r for r in RESOURCES if (r.group, r.version, r.kind) == (group, version, obj["kind"]))
+        res = next((r for r in self.resources if (r.group, r.version, r.kind) == (group, version, obj["kind"])), None)
+        if res is None:
+            raise KeyError(f"{obj['apiVersion']} {obj['kind']} is not served by this server")
         obj = copy.deepcopy(obj)
         md = obj.setdefault("metadata", {})
         if res.namespaced:
@@ -614,7 +629,7 @@ class KubeAPIServer:
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        by_plural = {r.plural: r for r in RESOURCES if (r.group, r.version) == (group, version)}
+        by_plural = {r.plural: r for r in self.resources if (r.group, r.version) == (group, version)}
         ns = ""
         if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] in by_plural:
             ns, rest = rest[1], rest[2:]
@@ -1022,7 +1037,7 @@ class KubeAPIServer:
         with self._lock:
             terminating = {ns["metadata"]["name"]: ns for ns in self._store[self.resource("namespaces")].values()
                            if ns["metadata"].get("deletionTimestamp")}
-            by_kind = {(r.group, r.kind): r for r in RESOURCES}
+            by_kind = {(r.group, r.kind): r for r in self.resources}
             occupied = set()
             for res, objs in self._store.items():
                 for (ns, name), obj in objs.items():
@@ -1194,7 +1209,7 @@ class KubeAPIServer:
 
     def _static(self, path: str, accept: str) -> tuple[int, Any, str] | None:
         groups: dict[str, list[Resource]] = {}
-        for r in RESOURCES:
+        for r in self.resources:
             groups.setdefault(r.api_version, []).append(r)
         named = [gv for gv in groups if "/" in gv]
         if path == "/version":

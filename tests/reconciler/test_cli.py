@@ -48,6 +48,8 @@ def test_reconcile_processes_a_snapshot_and_exits_on_sigterm(
     assert process.returncode == 0, stderr
     assert "phase InProgress -> Ready" in stderr
     assert "received SIGTERM" in stderr
+    # No Module, both VirtualMachineRestore and VirtualMachineSnapshotOperation served.
+    assert "platform: v1.8 (inferred: the API serves VirtualMachineRestore and " in stderr
     assert "Traceback" not in stderr
     assert kubeapi.get_object("leases", "rec", o.NS)["spec"]["holderIdentity"] == ""  # released
 

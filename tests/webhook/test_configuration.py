@@ -8,6 +8,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import celpy  # type: ignore[import-untyped]
 import kubernetes_validate
 import pytest
 import yaml
@@ -53,26 +54,109 @@ def test_two_documents_validating_then_mutating(documents: list[dict[str, Any]])
     assert [d["metadata"]["name"] for d in documents] == ["snapguard-validating", "snapguard-mutating"]
 
 
+GOVERNED_ON_CREATE_AND_UPDATE = (
+    "virtualdisksnapshots",
+    "virtualmachinesnapshots",
+    "virtualmachinerestores",
+    "virtualmachineoperations",
+    "virtualmachinesnapshotoperations",
+)
+
+
 def test_validating_routes_exactly_the_governed_resources(documents: list[dict[str, Any]]) -> None:
-    """SPEC: snapshots and restores on CREATE and UPDATE, virtual disks on CREATE."""
+    """SPEC: snapshots, restores and the restore operations on CREATE and UPDATE,
+    virtual disks on CREATE."""
     group = "virtualization.deckhouse.io"
     expected = {
-        (group, plural, op)
-        for plural in ("virtualdisksnapshots", "virtualmachinesnapshots", "virtualmachinerestores")
-        for op in ("CREATE", "UPDATE")
+        (group, plural, op) for plural in GOVERNED_ON_CREATE_AND_UPDATE for op in ("CREATE", "UPDATE")
     } | {(group, "virtualdisks", "CREATE")}
     assert routed(documents[0]["webhooks"][0]) == expected
 
 
 def test_validating_routes_follow_the_catalogue(documents: list[dict[str, Any]]) -> None:
-    """Derived, not hand-written: every (kind, operation) of a rule, nothing else."""
+    """Derived, not hand-written: every (kind, operation) of a rule is routed, and
+    nothing else but the CREATE and UPDATE of the kinds SPEC governs."""
     from_catalogue = {
         (KINDS[kind].group, KINDS[kind].plural, op.value)
         for rule in CATALOGUE.values()
         for kind in rule.kinds
         for op in rule.operations
     }
-    assert routed(documents[0]["webhooks"][0]) == from_catalogue
+    routes = routed(documents[0]["webhooks"][0])
+    assert from_catalogue <= routes
+    assert {(r, op) for _, r, op in routes - from_catalogue} <= {
+        (plural, op) for plural in GOVERNED_ON_CREATE_AND_UPDATE for op in ("CREATE", "UPDATE")
+    }
+
+
+def test_only_the_validating_webhook_has_the_operation_type_condition(
+    documents: list[dict[str, Any]],
+) -> None:
+    """One matchConditions entry, on the webhook that routes virtualmachineoperations;
+    the mutating one routes no operations and has none."""
+    validating, mutating = (d["webhooks"][0] for d in documents)
+    assert [c["name"] for c in validating["matchConditions"]] == ["governed-operation-types"]
+    assert "matchConditions" not in mutating
+
+
+def _cel_request(
+    resource: str, operation: str, new: dict[str, Any] | None, old: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "request": celpy.json_to_cel(
+            {"resource": {"group": "virtualization.deckhouse.io", "version": "v1alpha2", "resource": resource},
+             "operation": operation}
+        ),
+        "object": celpy.json_to_cel(new),
+        "oldObject": celpy.json_to_cel(old),
+    }
+
+
+def _vmop(type_: str | None) -> dict[str, Any]:
+    spec = {"virtualMachineName": "vm1", **({"type": type_} if type_ else {})}
+    return {"apiVersion": "virtualization.deckhouse.io/v1alpha2", "kind": "VirtualMachineOperation",
+            "metadata": {"name": "op"}, "spec": spec}
+
+
+@pytest.mark.parametrize(
+    ("resource", "operation", "new", "old", "sent"),
+    [
+        pytest.param("virtualmachineoperations", "CREATE", _vmop("Restore"), None, True, id="create-restore"),
+        pytest.param("virtualmachineoperations", "CREATE", _vmop("Clone"), None, True, id="create-clone"),
+        *(
+            pytest.param("virtualmachineoperations", "CREATE", _vmop(t), None, False, id=f"create-{t.lower()}")
+            for t in ("Start", "Stop", "Restart", "Migrate", "Evict")
+        ),
+        pytest.param("virtualmachineoperations", "CREATE", _vmop(None), None, False, id="create-no-type"),
+        pytest.param("virtualmachineoperations", "CREATE", {"metadata": {"name": "op"}}, None, False, id="create-no-spec"),
+        pytest.param("virtualmachineoperations", "UPDATE", _vmop("Restore"), _vmop("Restore"), True, id="update-restore"),
+        pytest.param("virtualmachineoperations", "UPDATE", _vmop("Start"), _vmop("Restore"), True, id="update-away-from-restore"),
+        pytest.param("virtualmachineoperations", "UPDATE", _vmop("Stop"), _vmop("Start"), False, id="update-stop"),
+        pytest.param("virtualmachineoperations", "DELETE", None, _vmop("Start"), False, id="delete-start"),
+        pytest.param("virtualmachineoperations", "DELETE", None, _vmop("Clone"), True, id="delete-clone"),
+        pytest.param("virtualmachinesnapshotoperations", "CREATE", {"spec": {"type": "CreateVirtualMachine"}}, None, True, id="vmsop"),
+        pytest.param("virtualmachinesnapshots", "UPDATE", {"spec": {}}, {"spec": {}}, True, id="other-kind"),
+        pytest.param("virtualdisks", "CREATE", {}, None, True, id="other-kind-no-spec"),
+    ],
+)
+def test_the_operation_type_condition_sends_only_governed_operations(
+    documents: list[dict[str, Any]],
+    resource: str,
+    operation: str,
+    new: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+    sent: bool,
+) -> None:
+    """The CEL expression, evaluated by cel-python (the API server uses cel-go: same
+    language): only Restore and Clone operations reach the webhook, other kinds always
+    do, and no operation makes it an error (null `object` on DELETE, null `oldObject`
+    on CREATE, missing `spec`/`type`)."""
+    (condition,) = documents[0]["webhooks"][0]["matchConditions"]
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(condition["expression"]))
+    result = program.evaluate(_cel_request(resource, operation, new, old))
+    assert not isinstance(result, celpy.CELEvalError), result
+    assert bool(result) is sent
 
 
 def test_mutating_routes_the_defaulted_kinds_on_create(documents: list[dict[str, Any]]) -> None:

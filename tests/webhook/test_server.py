@@ -90,11 +90,24 @@ class TestCertificates:
         assert_answered(post_review(server.port, context, review_body("cli-1")), "cli-1")
 
     def test_readyz_over_tls(self, serve: Serve) -> None:
+        """Ready, and the platform version assumed: the default without a cluster, said
+        in the startup log and in /readyz alike."""
         server = serve()
         with open_tls(server.port, server.client_context()) as sock:
             [ready] = exchange(sock, request_bytes("/readyz", method="GET"))
         assert ready.status == 200
         assert ready.json()["ready"] is True
+        assert ready.json()["platformVersion"] == "1.10"
+        assert "snapguard: platform: v1.10 (the default; no cluster to detect it from)\n" in (
+            server.stdout_path.read_text()
+        )
+
+    def test_platform_version_flag_in_the_log_and_readyz(self, serve: Serve) -> None:
+        server = serve("--platform-version", "0.22")
+        with open_tls(server.port, server.client_context()) as sock:
+            [ready] = exchange(sock, request_bytes("/readyz", method="GET"))
+        assert ready.json()["platformVersion"] == "0.22"
+        assert "snapguard: platform: v0.22 (from --platform-version)\n" in server.stdout_path.read_text()
 
     @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
     def test_tls_1_1_is_refused_and_1_2_accepted(self, serve: Serve) -> None:
