@@ -262,8 +262,8 @@ def render_github(results: Sequence[Result], summary: Summary) -> str:
         for level, v in _finding_lines(r)
     ]
     lines.append(
-        f"snapguard: {summary.checked} checked, {summary.denied} denied, "
-        f"{summary.warned} warned, {summary.skipped} skipped (DVP platform {summary.platform.label})"
+        f"snapguard (DVP platform {summary.platform.label}): {summary.checked} checked, "
+        f"{summary.denied} denied, {summary.warned} warned, {summary.skipped} skipped"
     )
     return "\n".join(lines)
 

@@ -271,8 +271,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
         _positive("workers", args.workers)
         _positive("threads", args.threads)
-        view_source = view_source_for(args)
+        # The policy first: a bad policy file is the error to report, whatever the view.
         policy, platform_line = policy_for_cluster(args, platform_detector(cluster_target_for(args)))
+        view_source = view_source_for(args)
         paths = _certificates(args)
         _check_port(args.host, args.port)
     except (UsageError, InputError, CertificateError) as error:

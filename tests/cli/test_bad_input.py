@@ -106,7 +106,7 @@ class TestDeepSecret:
         which `ruleErrors: warn` admitted. It is a decided deny by vmr-snapshot-ready."""
         policy = write(tmp_path / "policy.yaml", "ruleErrors: warn\n")
         code, out, err = run(
-            capsys, "check", "-o", "json", "--policy", policy,
+            capsys, "check", "-o", "json", "--policy", policy, "--platform-version", "1.1",
             "--state", str(DEEP_SECRET / "state.yaml"), str(DEEP_SECRET / "object.yaml"),
         )
         assert code == 1, err
@@ -165,7 +165,8 @@ class TestEncodingAndSyntax:
             path = write(tmp_path / name, "" if name.startswith("empty") else "  \n")
             code, out, err = run(capsys, "check", "--state", path, path)
             answers.append((code, out, err))
-        assert answers == [(0, "0 checked, 0 denied, 0 warned, 0 skipped\n", "")] * 3
+        header = "Decided for DVP platform v1.10 (change with --platform-version or platformVersion)\n"
+        assert answers == [(0, header + "0 checked, 0 denied, 0 warned, 0 skipped\n", "")] * 3
 
 
 class TestDirectories:
@@ -220,8 +221,8 @@ class TestForgedLines:
         )
         code, out, err = run(capsys, "check", path)
         assert code in (0, 1), err
-        lines = out.splitlines()
-        assert len(lines) >= 2
+        header, *lines = out.splitlines()
+        assert header.startswith("Decided for DVP platform") and len(lines) >= 2
         # Every line but the summary is one of ours, about the one object; none forged.
         assert all(line.startswith(f"{path}:1: ") for line in lines[:-1]), lines
         assert all("VirtualDiskSnapshot ns1/x\\n" in line for line in lines[:-1]), lines

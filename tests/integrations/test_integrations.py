@@ -25,7 +25,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-BAD_RESTORE = ROOT / "tests" / "cases" / "vmr-name-replacements" / "invalid-to" / "object.yaml"
+# Denied offline, with no state: the platform's CEL rule, said by op-spec-valid.
+BAD_RESTORE = ROOT / "tests" / "cases" / "op-spec-valid" / "clone-without-names" / "object.yaml"
 pytestmark = pytest.mark.timeout(900)
 
 
@@ -91,7 +92,7 @@ def test_try_repo_denies_and_admits(hook_repo: tuple[Path, str, dict[str, str]],
     denied = pre_commit("try-repo", str(repo), "snapguard-check", "--ref", rev,
                         "--files", "manifests/object.yaml", cwd=project, env=env)
     assert denied.returncode == 1, denied.stdout + denied.stderr
-    assert "DENY" in denied.stdout and "vmr-name-replacements" in denied.stdout
+    assert "DENY" in denied.stdout and "op-spec-valid" in denied.stdout
     admitted = pre_commit("try-repo", str(repo), "snapguard-check", "--ref", rev,
                           "--files", "manifests/vms-web.yaml", cwd=project, env=env)
     assert admitted.returncode == 0, admitted.stdout + admitted.stderr
