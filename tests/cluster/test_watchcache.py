@@ -389,7 +389,7 @@ def test_a_kind_that_goes_away_is_emptied_and_no_longer_given(
     gone.set()
     kubeapi.fail_next(lambda info: gone.is_set() and info.resource == "volumesnapshots", code=404, count=FOREVER)
     kubeapi.drop_watches()
-    wait_for(lambda: not cache.has_kind(kinds.VOLUME_SNAPSHOT), "the kind to be dropped")
+    wait_for(lambda: not cache.has_kind(kinds.VOLUME_SNAPSHOT), "the kind to be dropped", timeout=30)
     assert cache.get(VolumeSnapshot, "ns1", "vs1") is None
     assert cache.ready()[0]
 
