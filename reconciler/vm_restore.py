@@ -41,6 +41,7 @@ from policies.restore import (
     plan_restore,
     secret_data_bytes,
 )
+from policies.rules.source import KIND_WORDS
 
 from .objects import (
     AGAIN,
@@ -91,14 +92,7 @@ FORCED_UNSUPPORTED = (
 # The rules whose denial means "the snapshot is not ready yet": the platform waits.
 SNAPSHOT_RULES = ("vmr-snapshot-exists", "vmr-snapshot-ready")
 
-WORDS = {
-    kinds.VIRTUAL_MACHINE: "virtual machine",
-    kinds.VIRTUAL_DISK: "virtual disk",
-    kinds.VIRTUAL_MACHINE_IP_ADDRESS: "virtual machine ip address",
-    kinds.VIRTUAL_MACHINE_MAC_ADDRESS: "virtual machine mac address",
-    kinds.VIRTUAL_MACHINE_BLOCK_DEVICE_ATTACHMENT: "virtual machine block device attachment",
-    kinds.SECRET: "provisioner secret",
-}
+
 
 
 class Waiting(Exception):
@@ -118,10 +112,10 @@ def _attached(obj: JSONObject) -> bool:
 def foreign_message(kind: str, name: str) -> str:
     """The platform's conflict messages (VMR-6 .. VMR-12)."""
     if kind in (kinds.VIRTUAL_MACHINE_IP_ADDRESS, kinds.VIRTUAL_MACHINE_MAC_ADDRESS):
-        return f'The {WORDS[kind]} "{name}" is already in use and cannot be used for the restored virtual machine.'
+        return f'The {KIND_WORDS[kind]} "{name}" is already in use and cannot be used for the restored virtual machine.'
     if kind == kinds.SECRET:
         return f'The provisioner secret "{name}" already exists and does not have the same data content.'
-    return f'The {WORDS.get(kind, kind)} "{name}" already exists.'
+    return f'The {KIND_WORDS.get(kind, kind)} "{name}" already exists.'
 
 
 class RestoreController:

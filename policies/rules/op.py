@@ -49,7 +49,6 @@ from ..restore import (
     RestoredObject,
     RestorePlan,
     plan_clone_of_vm,
-    secret_data_bytes,
 )
 from .source import (
     CONFLICT_MODELS,
@@ -58,6 +57,7 @@ from .source import (
     MAX_VM_NAME_LENGTH,
     RestoreState,
     invalid_name_reason,
+    secret_mismatch,
     snapshot_not_ready,
     snapshot_source,
     valid_name_like,
@@ -689,32 +689,16 @@ def restore_mac_conflict(req: RuleRequest[VirtualMachineOperation], ctx: RuleCon
         yield from _address_conflicts(req, plan, mac, existing, holders, address)
 
 
-def _secret_mismatch(plan: RestorePlan, ctx: RuleContext, namespace: str) -> tuple[RestoredObject, list[str]] | None:
-    """The provisioning Secret the plan writes, and the keys in which an existing Secret
-    under its name differs (None when there is none, or it holds the same data)."""
-    secret = plan.provisioning_secret
-    if secret is None or not secret.restored_name or not ctx.needs(kinds.SECRET):
-        return None
-    existing = ctx.view.get(Secret, namespace, secret.restored_name)
-    if existing is None:
-        return None
-    stored = secret_data_bytes((secret.stored or {}).get("data"))
-    current = secret_data_bytes(existing.data)
-    if stored == current:
-        return None
-    return secret, sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
-
-
 @op_rule(
     "restore-secret-mismatch",
     applies=_is_restore,
     summary="a Secret under the stored provisioning Secret's name holds the stored data (not in BestEffort)",
 )
-def restore_secret_mismatch(req: RuleRequest[VirtualMachineOperation], ctx: RuleContext) -> Iterator[Finding]:
+def restoresecret_mismatch(req: RuleRequest[VirtualMachineOperation], ctx: RuleContext) -> Iterator[Finding]:
     plan = _restore_plan(req, ctx)
     if plan is None or _best_effort(req.obj):
         return
-    mismatch = _secret_mismatch(plan, ctx, req.namespace)
+    mismatch = secret_mismatch(plan, ctx, req.namespace)
     if mismatch is not None:
         secret, keys = mismatch
         yield Finding(
@@ -863,11 +847,11 @@ def clone_name_conflict(req: RuleRequest[Operation], ctx: RuleContext) -> Iterat
     applies=_is_clone_or_vmsop,
     summary="a Secret under the resulting provisioning Secret's name holds the same data (not in BestEffort)",
 )
-def clone_secret_mismatch(req: RuleRequest[Operation], ctx: RuleContext) -> Iterator[Finding]:
+def clonesecret_mismatch(req: RuleRequest[Operation], ctx: RuleContext) -> Iterator[Finding]:
     if _best_effort(req.obj):
         return
     plan = _clone_plan(req, ctx)
-    mismatch = _secret_mismatch(plan, ctx, req.namespace) if plan is not None else None
+    mismatch = secret_mismatch(plan, ctx, req.namespace) if plan is not None else None
     if plan is None or mismatch is None:
         return
     secret, keys = mismatch

@@ -26,10 +26,12 @@ from ..models import (
 )
 from ..restore import (
     Naming,
+    RestoredObject,
     RestorePlan,
     SnapshotContentError,
     decode_snapshot_secret,
     plan_restore,
+    secret_data_bytes,
 )
 
 # Kubernetes' DNS-1123 subdomain (k8s.io/apimachinery validation.IsDNS1123Subdomain).
@@ -216,3 +218,17 @@ def snapshot_not_ready(
             )
 
 
+def secret_mismatch(plan: RestorePlan, ctx: RuleContext, namespace: str) -> tuple[RestoredObject, list[str]] | None:
+    """The provisioning Secret the plan writes, and the keys in which an existing Secret
+    under its name differs (None when there is none, or it holds the same data)."""
+    secret = plan.provisioning_secret
+    if secret is None or not secret.restored_name or not ctx.needs(kinds.SECRET):
+        return None
+    existing = ctx.view.get(Secret, namespace, secret.restored_name)
+    if existing is None:
+        return None
+    stored = secret_data_bytes((secret.stored or {}).get("data"))
+    current = secret_data_bytes(existing.data)
+    if stored == current:
+        return None
+    return secret, sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))

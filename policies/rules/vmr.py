@@ -22,7 +22,6 @@ from ..catalogue import Finding, RuleContext, RuleRequest, rule
 from ..models import (
     KubeObject,
     NameReplacement,
-    Secret,
     VirtualMachine,
     VirtualMachineIPAddress,
     VirtualMachineMACAddress,
@@ -35,7 +34,6 @@ from ..restore import (
     RestoredObject,
     RestorePlan,
     as_naming,
-    secret_data_bytes,
 )
 from .source import (
     CONFLICT_MODELS,
@@ -44,6 +42,7 @@ from .source import (
     MAX_VM_NAME_LENGTH,
     RestoreState,
     invalid_name_reason,
+    secret_mismatch,
     snapshot_not_ready,
     snapshot_source,
     valid_name_like,
@@ -450,19 +449,10 @@ def vmr_mac_conflict(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) 
 )
 def vmr_secret_mismatch(req: RuleRequest[VirtualMachineRestore], ctx: RuleContext) -> Iterator[Finding]:
     plan = _plan(req, ctx)
-    secret = plan.provisioning_secret if plan is not None else None
-    if plan is None or secret is None or not secret.restored_name:
+    mismatch = secret_mismatch(plan, ctx, req.namespace) if plan is not None else None
+    if plan is None or mismatch is None:
         return
-    if not ctx.needs(kinds.SECRET):
-        return
-    existing = ctx.view.get(Secret, req.namespace, secret.restored_name)
-    if existing is None:
-        return
-    stored = secret_data_bytes((secret.stored or {}).get("data"))
-    current = secret_data_bytes(existing.data)
-    if stored == current:
-        return
-    differing = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    secret, differing = mismatch
     # The platform renames userDataRef with the Secret, never sysprepRef.
     provisioning = _stored_section(plan.vm, "spec").get("provisioning")
     sysprep = provisioning.get("sysprepRef") if isinstance(provisioning, dict) else None
